@@ -1,0 +1,474 @@
+"""Packly access tokens: how one is requested, read, cached, shared and refreshed.
+
+Everything about a token's life is in this module, in three layers:
+
+* pure rules (``build_token_request``, ``parse_token_response``, ``AccessToken.needs_refresh``):
+  no I/O, shared by the sync and async paths, unit-tested without a network;
+* ``TokenCache``: one cache per process, keyed by (token URL, client ID, scope, secret digest),
+  with single-flight fetching: N concurrent callers, threads or coroutines on any event loop,
+  cause one token request and all get its result, including its failure. The guard is a
+  ``threading.Lock`` held only to read or swap a slot (never across I/O) and a
+  ``concurrent.futures.Future`` for the fetch in flight, which both threads and event loops
+  can wait on; no asyncio primitive is shared between loops;
+* ``PacklyBearerAuth``: an ``httpx.Auth`` whose one generator holds the authenticate /
+  401 / refresh / retry-once flow; the sync and async drivers differ only in how they get a
+  token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Generator, Hashable
+from urllib.parse import urlencode
+
+import httpx
+
+from airflow_provider_packly.connection import PacklyConnection
+from airflow_provider_packly.exceptions import PacklyAuthError, read_error_body, transport_error
+
+__all__ = [
+    "AccessToken",
+    "PacklyBearerAuth",
+    "TOKEN_CACHE",
+    "TokenCache",
+    "TokenSource",
+    "build_token_request",
+    "parse_token_response",
+]
+
+_FORM_CONTENT_TYPE = "application/x-www-form-urlencoded;charset=UTF-8"
+
+
+@dataclass(frozen=True, repr=False)
+class AccessToken:
+    """A bearer token and when to stop using it, on the monotonic clock.
+
+    ``refresh_at`` comes ``margin`` seconds before ``expires_at``, but never earlier than
+    half-way through the token's life, so that short-lived tokens are still used.
+    """
+
+    value: str = field(repr=False)
+    lifetime: float
+    obtained_at: float
+    refresh_at: float
+    expires_at: float
+
+    def needs_refresh(self, now: float) -> bool:
+        return now >= self.refresh_at
+
+    def is_expired(self, now: float) -> bool:
+        return now >= self.expires_at
+
+    @property
+    def authorization(self) -> str:
+        return "Bearer " + self.value
+
+    def __repr__(self) -> str:
+        return f"AccessToken(<redacted>, lifetime={self.lifetime:g}s)"
+
+
+def basic_authorization(connection: PacklyConnection) -> str:
+    """The ``Authorization: Basic`` value for the token request (client ID and secret as sent)."""
+    pair = f"{connection.client_id}:{connection.client_secret}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def build_token_request(connection: PacklyConnection) -> httpx.Request:
+    """``POST /v1/oauth2/token`` exactly as Packly's authentication page shows it."""
+    body = urlencode({"grant_type": "client_credentials", "scope": connection.scope}).encode()
+    return httpx.Request(
+        "POST",
+        connection.token_url,
+        headers={
+            "Authorization": basic_authorization(connection),
+            "Content-Type": _FORM_CONTENT_TYPE,
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip",
+        },
+        content=body,
+    )
+
+
+def parse_token_response(connection: PacklyConnection, response: httpx.Response, now: float) -> AccessToken:
+    """Read a token response into an ``AccessToken`` or raise ``PacklyAuthError`` saying why.
+
+    ``now`` is the monotonic time the request was sent, so the lifetime is never overstated.
+    """
+
+    def refuse(reason: str, *, code: str | None = None) -> PacklyAuthError:
+        return PacklyAuthError(
+            _redact(reason, connection),
+            environment=connection.environment,
+            client_id=connection.client_id,
+            token_url=connection.token_url,
+            http_status=response.status_code,
+            code=code,
+        )
+
+    content_type = response.headers.get("content-type", "")
+    if not response.is_success:
+        body = read_error_body(response.content, content_type)
+        if body.unreadable:
+            raise refuse(f"HTTP {response.status_code}; {body.unreadable}. {_status_hint(response.status_code)}")
+        said = f"{body.code or 'error'}: {body.message or '(no message)'}"
+        if body.items:
+            said += " (" + "; ".join(str(item) for item in body.items) + ")"
+        raise refuse(f"HTTP {response.status_code}, Packly said {said}. {_status_hint(response.status_code)}", code=body.code)
+
+    # A 2xx body may hold a token in an unexpected shape: describe it, never quote it.
+    try:
+        document = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        kind = content_type.split(";")[0].strip() or "no content type"
+        raise refuse(
+            f"the token response (HTTP {response.status_code}, {kind}, {len(response.content)} bytes) "
+            "was not JSON; check that the Base URL points at the Packly API"
+        ) from None
+    if not isinstance(document, dict):
+        raise refuse(f"the token response was JSON but not an object ({type(document).__name__})")
+
+    token_type = document.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        if token_type is None:
+            shown = "is missing"
+        elif isinstance(token_type, str) and len(token_type) <= 20:
+            shown = repr(token_type)
+        else:
+            shown = f"a {type(token_type).__name__}"
+        raise refuse(f"the token response's token_type {shown}; only 'bearer' tokens are supported")
+    value = document.get("access_token")
+    if not isinstance(value, str) or not value:
+        what = "missing" if value is None else ("empty" if value == "" else f"a {type(value).__name__}, not a string")
+        raise refuse(f"the token response's access_token is {what}")
+    if any(ch in value for ch in "\r\n\0") or value != value.strip():
+        raise refuse("the token response's access_token holds whitespace or control characters")
+
+    lifetime = _read_expires_in(document.get("expires_in", None), connection, refuse)
+    margin = min(connection.token_refresh_margin, lifetime / 2)
+    return AccessToken(
+        value=value,
+        lifetime=lifetime,
+        obtained_at=now,
+        refresh_at=now + lifetime - margin,
+        expires_at=now + lifetime,
+    )
+
+
+def _read_expires_in(raw: Any, connection: PacklyConnection, refuse: Callable[[str], PacklyAuthError]) -> float:
+    if raw is None:
+        return float(connection.default_expires_in)
+    if isinstance(raw, bool):
+        raise refuse(f"the token response's expires_in is {raw!r}, not a number of seconds")
+    if isinstance(raw, str):
+        try:
+            raw = float(raw.strip())
+        except ValueError:
+            raise refuse(f"the token response's expires_in is {raw[:20]!r}, not a number of seconds") from None
+    if not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        raise refuse(f"the token response's expires_in is {raw!r}, not a number of seconds")
+    if raw <= 0:
+        raise refuse(f"the token response's expires_in is {raw!r}; a token must live for more than 0 seconds")
+    return float(raw)
+
+
+def _status_hint(status: int) -> str:
+    if status in (400, 401, 403):
+        return "Check the connection's client ID and secret, and that they belong to this environment."
+    if status == 404:
+        return "Check the connection's Base URL: no token endpoint was found there."
+    if status == 429:
+        return "Packly is rate limiting token requests; retry later."
+    if status >= 500:
+        return "Packly's token endpoint failed; retry later."
+    return "Check the connection's settings."
+
+
+def _redact(text: str, connection: PacklyConnection) -> str:
+    """Defence in depth: a proxy may echo request headers into an error body."""
+    basic = basic_authorization(connection)
+    for secret in (basic, basic.split(" ", 1)[1], connection.client_secret):
+        text = text.replace(secret, "***")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# The process-wide cache with single-flight fetching.
+
+
+class _LeaderGone(Exception):
+    """The caller fetching a token was cancelled or interrupted: a waiter takes over."""
+
+
+@dataclass
+class _Slot:
+    token: AccessToken | None = None
+    flight: concurrent.futures.Future[AccessToken] | None = None
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What a caller should do: use ``token``, or lead the fetch ``flight``, or wait on it."""
+
+    token: AccessToken | None = None
+    flight: concurrent.futures.Future[AccessToken] | None = None
+    lead: bool = False
+
+
+class TokenCache:
+    """Tokens shared by every hook, thread, coroutine and trigger of a process.
+
+    Tokens live only in memory: never on disk, in XCom or in the metadata DB.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._slots: dict[Hashable, _Slot] = {}
+
+    def clear(self) -> None:
+        """Forget every token (tests; a credentials rotation)."""
+        with self._lock:
+            self._slots.clear()
+
+    def peek(self, key: Hashable) -> AccessToken | None:
+        with self._lock:
+            slot = self._slots.get(key)
+            return slot.token if slot else None
+
+    def invalidate(self, key: Hashable, stale: AccessToken) -> None:
+        """Drop ``stale`` if it is still the cached token (a newer one is kept)."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is not None and slot.token is stale:
+                slot.token = None
+
+    def _claim(self, key: Hashable) -> _Claim:
+        now = self._clock()
+        with self._lock:
+            slot = self._slots.setdefault(key, _Slot())
+            token = slot.token
+            if token is not None and not token.needs_refresh(now):
+                return _Claim(token=token)
+            if slot.flight is not None:
+                if token is not None and not token.is_expired(now):
+                    return _Claim(token=token)  # inside the refresh margin: keep using it meanwhile
+                return _Claim(flight=slot.flight)
+            slot.flight = concurrent.futures.Future()
+            return _Claim(flight=slot.flight, lead=True)
+
+    def _settle(self, key: Hashable, flight: concurrent.futures.Future[AccessToken], outcome: AccessToken | BaseException) -> None:
+        with self._lock:
+            slot = self._slots.setdefault(key, _Slot())
+            if slot.flight is flight:
+                slot.flight = None
+            if isinstance(outcome, AccessToken):
+                slot.token = outcome
+        if isinstance(outcome, AccessToken):
+            flight.set_result(outcome)
+        else:
+            flight.set_exception(outcome)
+
+    def get(self, key: Hashable, fetch: Callable[[], AccessToken]) -> AccessToken:
+        """The cached token, or one fetched by exactly one of the callers that need it."""
+        while True:
+            claim = self._claim(key)
+            if claim.token is not None:
+                return claim.token
+            assert claim.flight is not None
+            if claim.lead:
+                return self._lead(key, claim.flight, fetch)
+            try:
+                return claim.flight.result()
+            except _LeaderGone:
+                continue
+
+    async def aget(self, key: Hashable, fetch: Callable[[], Awaitable[AccessToken]]) -> AccessToken:
+        """``get`` for coroutines: waits without blocking the event loop."""
+        while True:
+            claim = self._claim(key)
+            if claim.token is not None:
+                return claim.token
+            assert claim.flight is not None
+            if claim.lead:
+                return await self._alead(key, claim.flight, fetch)
+            try:
+                return await _wait_for_flight(claim.flight)
+            except _LeaderGone:
+                continue
+
+    def _lead(self, key: Hashable, flight: concurrent.futures.Future[AccessToken], fetch: Callable[[], AccessToken]) -> AccessToken:
+        try:
+            token = fetch()
+        except Exception as exc:
+            self._settle(key, flight, exc)
+            raise
+        except BaseException:
+            self._settle(key, flight, _LeaderGone())
+            raise
+        self._settle(key, flight, token)
+        return token
+
+    async def _alead(
+        self, key: Hashable, flight: concurrent.futures.Future[AccessToken], fetch: Callable[[], Awaitable[AccessToken]]
+    ) -> AccessToken:
+        try:
+            token = await fetch()
+        except Exception as exc:
+            self._settle(key, flight, exc)
+            raise
+        except BaseException:  # cancelled: let a waiter take over rather than fail them all
+            self._settle(key, flight, _LeaderGone())
+            raise
+        self._settle(key, flight, token)
+        return token
+
+
+async def _wait_for_flight(flight: concurrent.futures.Future[AccessToken]) -> AccessToken:
+    """Await a fetch that may be led from another thread or event loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio (trio through anyio): wait in a worker thread
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(flight.result, abandon_on_cancel=True)
+    waiter: asyncio.Future[AccessToken] = loop.create_future()
+
+    def relay(done: concurrent.futures.Future[AccessToken]) -> None:
+        def copy() -> None:
+            if waiter.done():  # this waiter was cancelled; the flight itself is untouched
+                return
+            if done.exception() is not None:
+                waiter.set_exception(done.exception())  # type: ignore[arg-type]
+            else:
+                waiter.set_result(done.result())
+
+        try:
+            loop.call_soon_threadsafe(copy)
+        except RuntimeError:  # that loop has closed meanwhile: nobody is waiting there
+            pass
+
+    flight.add_done_callback(relay)
+    return await waiter
+
+
+#: The one cache of this process.
+TOKEN_CACHE = TokenCache()
+
+
+# ---------------------------------------------------------------------------------------------
+# A connection's tokens, fetched through the hook's own clients.
+
+
+class TokenSource:
+    """The tokens of one Packly connection: cached in ``cache``, fetched with the given senders.
+
+    ``send``/``asend`` send one request and return the read response; they are the only I/O.
+    ``on_new_token`` is told of each token this source fetched (the hook masks it in logs).
+    """
+
+    def __init__(
+        self,
+        connection: PacklyConnection,
+        *,
+        send: Callable[[httpx.Request], httpx.Response],
+        asend: Callable[[httpx.Request], Awaitable[httpx.Response]],
+        cache: TokenCache = TOKEN_CACHE,
+        on_new_token: Callable[[AccessToken], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.connection = connection
+        self.key: Hashable = (connection.token_url, connection.client_id, connection.scope, connection.secret_digest)
+        self._send = send
+        self._asend = asend
+        self._cache = cache
+        self._on_new_token = on_new_token
+        self._clock = clock
+
+    def get(self) -> AccessToken:
+        return self._cache.get(self.key, self.fetch_uncached)
+
+    async def aget(self) -> AccessToken:
+        return await self._cache.aget(self.key, self.afetch_uncached)
+
+    def invalidate(self, stale: AccessToken) -> None:
+        self._cache.invalidate(self.key, stale)
+
+    def fetch_uncached(self) -> AccessToken:
+        """A new token straight from Packly, bypassing the cache (connection tests)."""
+        sent_at = self._clock()
+        request = build_token_request(self.connection)
+        try:
+            response = self._send(request)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+        return self._accept(response, sent_at)
+
+    async def afetch_uncached(self) -> AccessToken:
+        """``fetch_uncached`` for coroutines."""
+        sent_at = self._clock()
+        request = build_token_request(self.connection)
+        try:
+            response = await self._asend(request)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+        return self._accept(response, sent_at)
+
+    def _accept(self, response: httpx.Response, sent_at: float) -> AccessToken:
+        token = parse_token_response(self.connection, response, sent_at)
+        if self._on_new_token is not None:
+            self._on_new_token(token)
+        return token
+
+
+class _NeedToken:
+    """A step of the auth flow asking its driver for a token (the only I/O that differs)."""
+
+
+_NEED_TOKEN = _NeedToken()
+
+
+class PacklyBearerAuth(httpx.Auth):
+    """Sends ``Authorization: Bearer``; on a 401 drops that token, gets a new one, retries once."""
+
+    def __init__(self, tokens: TokenSource) -> None:
+        self._tokens = tokens
+
+    def _flow(self, request: httpx.Request) -> Generator[httpx.Request | _NeedToken, Any, None]:
+        token: AccessToken = yield _NEED_TOKEN
+        request.headers["Authorization"] = token.authorization
+        response: httpx.Response = yield request
+        if response.status_code == 401:
+            self._tokens.invalidate(token)
+            token = yield _NEED_TOKEN
+            request.headers["Authorization"] = token.authorization
+            yield request
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        flow = self._flow(request)
+        step = next(flow)
+        try:
+            while True:
+                reply = self._tokens.get() if step is _NEED_TOKEN else (yield step)  # type: ignore[misc]
+                step = flow.send(reply)
+        except StopIteration:
+            return
+
+    async def async_auth_flow(self, request: httpx.Request) -> Any:
+        flow = self._flow(request)
+        step = next(flow)
+        try:
+            while True:
+                reply = await self._tokens.aget() if step is _NEED_TOKEN else (yield step)
+                step = flow.send(reply)
+        except StopIteration:
+            return
+
+    def __repr__(self) -> str:
+        return f"PacklyBearerAuth(client_id={self._tokens.connection.client_id!r})"

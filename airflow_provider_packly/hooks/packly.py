@@ -1,0 +1,294 @@
+"""``PacklyHook``: authenticated calls to the Packly REST API, sync and async.
+
+The hook translates Airflow concepts (a connection id, the secrets masker) into the plain
+pieces underneath: ``PacklyConnection`` (settings), ``TokenSource``/``TOKEN_CACHE`` (tokens)
+and ``PacklyBearerAuth`` (the 401 flow). Sync calls use one ``httpx.Client`` and async calls
+one ``httpx.AsyncClient``, each created on first use, reused for every call (one connection
+pool) and closed by ``close()``/``aclose()`` or by leaving a ``with``/``async with`` block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Mapping
+
+import httpx
+from airflow.sdk import BaseHook
+
+from airflow_provider_packly.auth import TOKEN_CACHE, AccessToken, PacklyBearerAuth, TokenCache, TokenSource
+from airflow_provider_packly.connection import PacklyConnection
+from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError, read_error_body, transport_error
+
+__all__ = ["PacklyHook", "endpoint_path", "raise_for_packly_status"]
+
+_USER_AGENT = "airflow-provider-packly"
+
+
+class PacklyHook(BaseHook):
+    """Interact with the Packly REST API.
+
+    :param packly_conn_id: The ``packly`` connection to use.
+    :param connection: Settings to use instead of looking ``packly_conn_id`` up (outside Airflow).
+    :param transport: An ``httpx`` transport for the sync client (tests use ``httpx.MockTransport``).
+    :param async_transport: The same for the async client.
+    """
+
+    conn_name_attr = "packly_conn_id"
+    default_conn_name = "packly_default"
+    conn_type = "packly"
+    hook_name = "Packly"
+
+    def __init__(
+        self,
+        packly_conn_id: str = default_conn_name,
+        *,
+        connection: PacklyConnection | None = None,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+        token_cache: TokenCache = TOKEN_CACHE,
+    ) -> None:
+        super().__init__()
+        self.packly_conn_id = packly_conn_id
+        self._connection = connection
+        self._transport = transport
+        self._async_transport = async_transport
+        self._token_cache = token_cache
+        self._tokens: TokenSource | None = None
+        self._auth: PacklyBearerAuth | None = None
+        self._client: httpx.Client | None = None
+        self._aclient: httpx.AsyncClient | None = None
+        self._aclient_loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(packly_conn_id={self.packly_conn_id!r})"
+
+    # -- connection settings ------------------------------------------------------------------
+
+    def get_conn(self) -> PacklyConnection:
+        """The connection's settings, read and checked once."""
+        if self._connection is None:
+            self._connection = PacklyConnection.from_airflow(self.get_connection(self.packly_conn_id))
+        return self._connection
+
+    async def aget_conn(self) -> PacklyConnection:
+        """``get_conn`` without a sync lookup on the event loop (it fails in the triggerer)."""
+        if self._connection is None:
+            self._connection = PacklyConnection.from_airflow(await self.aget_connection(self.packly_conn_id))
+        return self._connection
+
+    def _token_source(self, connection: PacklyConnection) -> TokenSource:
+        with self._lock:
+            if self._tokens is None:
+                self._tokens = TokenSource(
+                    connection,
+                    send=lambda request: self.get_client().send(request),
+                    asend=self._asend_token_request,
+                    cache=self._token_cache,
+                    on_new_token=_mask_token,
+                )
+                self._auth = PacklyBearerAuth(self._tokens)
+            return self._tokens
+
+    async def _asend_token_request(self, request: httpx.Request) -> httpx.Response:
+        return await (await self.aget_client()).send(request)
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def get_client(self) -> httpx.Client:
+        """The hook's one sync client (created on first use)."""
+        connection = self.get_conn()
+        self._token_source(connection)
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(transport=self._transport, **_client_options(connection))
+            return self._client
+
+    async def aget_client(self) -> httpx.AsyncClient:
+        """The hook's one async client, bound to the running event loop."""
+        connection = await self.aget_conn()
+        self._token_source(connection)
+        loop = _running_loop()
+        with self._lock:
+            if self._aclient is not None and self._aclient_loop is not loop:
+                # A client's pool belongs to the loop that opened it; that loop is gone or busy.
+                self.log.debug("Event loop changed since the async client was created; creating a new one.")
+                self._aclient = None
+            if self._aclient is None:
+                self._aclient = httpx.AsyncClient(transport=self._async_transport, **_client_options(connection))
+                self._aclient_loop = loop
+            return self._aclient
+
+    def close(self) -> None:
+        """Close the sync client (the async one needs ``aclose``)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close both clients."""
+        self.close()
+        with self._lock:
+            aclient, self._aclient = self._aclient, None
+        if aclient is not None:
+            await aclient.aclose()
+
+    def __enter__(self) -> PacklyHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> PacklyHook:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    def get_token(self) -> str:
+        """The current bearer token: the cached one, or a new one if it is due for refresh."""
+        self.get_client()
+        return self._require_tokens().get().value
+
+    async def aget_token(self) -> str:
+        """``get_token`` for coroutines."""
+        await self.aget_client()
+        return (await self._require_tokens().aget()).value
+
+    def _require_tokens(self) -> TokenSource:
+        assert self._tokens is not None, "get_client()/aget_client() creates the token source"
+        return self._tokens
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Call ``endpoint`` (e.g. ``/v1/reseller/orders``) with a bearer token.
+
+        :raises PacklyAPIError: Packly answered with a status that is not 2xx (after one
+            token refresh if the answer was 401).
+        :raises PacklyAuthError: no token could be obtained.
+        :raises PacklyTransportError: Packly could not be reached.
+        """
+        client = self.get_client()
+        request = client.build_request(
+            method, endpoint_path(self.get_conn(), endpoint), params=params, json=json, data=data, headers=headers
+        )
+        try:
+            response = client.send(request, auth=self._auth)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+        raise_for_packly_status(response)
+        return response
+
+    async def arequest(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """``request`` for coroutines."""
+        client = await self.aget_client()
+        request = client.build_request(
+            method, endpoint_path(await self.aget_conn(), endpoint), params=params, json=json, data=data, headers=headers
+        )
+        try:
+            response = await client.send(request, auth=self._auth)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+        raise_for_packly_status(response)
+        return response
+
+    # -- connection test ----------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Obtain a new token; say where and until when, or why not (``airflow connections test``)."""
+        try:
+            connection = self.get_conn()
+            self.get_client()
+            tokens = self._require_tokens()
+            token = tokens.fetch_uncached()
+        except PacklyError as exc:
+            return False, str(exc)
+        finally:
+            self.close()
+        import pendulum
+
+        valid_until = pendulum.now("UTC").add(seconds=int(token.lifetime)).to_iso8601_string()
+        return True, (
+            f"Packly {connection.environment} environment at {connection.base_url} issued an access token "
+            f"to client ID {connection.client_id!r}, valid until {valid_until}."
+        )
+
+
+# -- shared rules (sync and async alike) --------------------------------------------------------
+
+
+def _client_options(connection: PacklyConnection) -> dict[str, Any]:
+    return {
+        "base_url": connection.base_url,
+        "timeout": httpx.Timeout(connection.timeout),
+        "headers": {"Accept": "application/json", "User-Agent": _USER_AGENT},
+        # A redirect could carry the bearer token to another host; Packly documents none.
+        "follow_redirects": False,
+    }
+
+
+def endpoint_path(connection: PacklyConnection, endpoint: str) -> str:
+    """``endpoint`` as a path under the connection's base URL.
+
+    A full URL is accepted only under the base URL: the bearer token must never be sent to
+    another host.
+    """
+    if "://" in endpoint:
+        if not (endpoint == connection.base_url or endpoint.startswith(connection.base_url + "/")):
+            raise PacklyError(
+                f"Endpoint {endpoint!r} is not under the connection's Base URL {connection.base_url!r}; "
+                "give a path such as '/v1/reseller/orders' so the token is only sent to Packly."
+            )
+        endpoint = endpoint[len(connection.base_url) :]
+    return "/" + endpoint.lstrip("/")
+
+
+def raise_for_packly_status(response: httpx.Response) -> None:
+    """Raise ``PacklyAPIError`` with Packly's envelope parsed if ``response`` is not 2xx."""
+    if response.is_success:
+        return
+    response.read()
+    body = read_error_body(response.content, response.headers.get("content-type", ""))
+    raise PacklyAPIError.from_body(
+        http_status=response.status_code, method=response.request.method, path=response.request.url.path, body=body
+    )
+
+
+def _mask_token(token: AccessToken) -> None:
+    """Defence in depth: Airflow's masker hides the token if it ever reaches a task log."""
+    try:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(token.value)
+    except Exception:  # masking is best effort; the provider never logs tokens anyway
+        pass
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,0 +1,46 @@
+"""Shared fixtures. Airflow reads AIRFLOW_HOME at import: point it at a throwaway folder first."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="packly-tests-airflow-home-"))
+
+from typing import Callable, Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from airflow_provider_packly.auth import TOKEN_CACHE  # noqa: E402
+from airflow_provider_packly.connection import PacklyConnection  # noqa: E402
+
+CLIENT_ID = "test-client-id"
+CLIENT_SECRET = "test-client-secret-Zq8x!"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_token_cache() -> Iterator[None]:
+    """Each test starts cold: the cache is process-wide by design."""
+    TOKEN_CACHE.clear()
+    yield
+    TOKEN_CACHE.clear()
+
+
+@pytest.fixture
+def make_connection() -> Callable[..., PacklyConnection]:
+    def make(**overrides: object) -> PacklyConnection:
+        settings: dict[str, object] = {
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "environment": "sandbox",
+            "base_url": "http://127.0.0.1:8089",
+        }
+        settings.update(overrides)
+        return PacklyConnection(**settings)  # type: ignore[arg-type]
+
+    return make
