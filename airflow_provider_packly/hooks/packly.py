@@ -10,8 +10,9 @@ pool) and closed by ``close()``/``aclose()`` or by leaving a ``with``/``async wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from typing import Any, Mapping
+from typing import Any, AsyncIterator, Iterable, Iterator, Mapping
 
 import httpx
 from airflow.sdk import BaseHook
@@ -19,8 +20,21 @@ from airflow.sdk import BaseHook
 from airflow_provider_packly.auth import TOKEN_CACHE, AccessToken, PacklyBearerAuth, TokenCache, TokenSource
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError, read_error_body, transport_error
+from airflow_provider_packly.resources import (
+    DIELINE_PATH,
+    ORDERS_PATH,
+    QUOTATION_PATH,
+    OrderPager,
+    PacklyOrderNotFound,
+    QueryEncoder,
+    bracket_encode,
+    dieline_params,
+    find_order,
+    quotation_params,
+    read_dieline_json,
+)
 
-__all__ = ["PacklyHook", "endpoint_path", "raise_for_packly_status"]
+__all__ = ["PacklyHook", "endpoint_path", "json_body", "raise_for_packly_status"]
 
 _USER_AGENT = "airflow-provider-packly"
 
@@ -215,6 +229,104 @@ class PacklyHook(BaseHook):
         raise_for_packly_status(response)
         return response
 
+    @contextlib.contextmanager
+    def stream(
+        self, method: str, endpoint: str, *, params: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Iterator[httpx.Response]:
+        """An authenticated call whose body is read in chunks (``response.iter_bytes()``)."""
+        client = self.get_client()
+        request = client.build_request(method, endpoint_path(self.get_conn(), endpoint), params=params, headers=headers)
+        try:
+            response = client.send(request, auth=self._auth, stream=True)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+        try:
+            raise_for_packly_status(response)
+            yield response
+        finally:
+            response.close()
+
+    @contextlib.asynccontextmanager
+    async def astream(
+        self, method: str, endpoint: str, *, params: Any = None, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """``stream`` for coroutines (``response.aiter_bytes()``)."""
+        client = await self.aget_client()
+        request = client.build_request(method, endpoint_path(await self.aget_conn(), endpoint), params=params, headers=headers)
+        try:
+            response = await client.send(request, auth=self._auth, stream=True)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+        try:
+            if not response.is_success:
+                await response.aread()
+            raise_for_packly_status(response)
+            yield response
+        finally:
+            await response.aclose()
+
+    # -- Packly's documented resources --------------------------------------------------------
+
+    def get_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: str = "pdf"
+    ) -> bytes | dict[str, Any]:
+        """A box's die-cut template: the PDF bytes, or for ``type="json"`` Packly's JSON answer
+        with the decoded PDF added as ``pdf``."""
+        params = dieline_params(article, material, width, depth, height, type)
+        response = self.request("GET", DIELINE_PATH, params=params)
+        return read_dieline_json(json_body(response)) if type == "json" else response.content
+
+    async def aget_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: str = "pdf"
+    ) -> bytes | dict[str, Any]:
+        """``get_dieline`` for coroutines."""
+        params = dieline_params(article, material, width, depth, height, type)
+        response = await self.arequest("GET", DIELINE_PATH, params=params)
+        return read_dieline_json(json_body(response)) if type == "json" else response.content
+
+    def get_quotation(
+        self, items: Iterable[Mapping[str, Any]], shipping: str | None = None, *, encode: QueryEncoder = bracket_encode
+    ) -> Any:
+        """Prices for ``items`` (Packly's answer as JSON; its shape past ``request`` is undocumented).
+
+        ``encode`` puts the items in the query string; Packly does not document how, and the
+        default is the common bracket convention ``items[0][article]=...``.
+        """
+        return json_body(self.request("GET", QUOTATION_PATH, params=quotation_params(items, shipping, encode=encode)))
+
+    async def aget_quotation(
+        self, items: Iterable[Mapping[str, Any]], shipping: str | None = None, *, encode: QueryEncoder = bracket_encode
+    ) -> Any:
+        """``get_quotation`` for coroutines."""
+        return json_body(await self.arequest("GET", QUOTATION_PATH, params=quotation_params(items, shipping, encode=encode)))
+
+    def iter_orders(self, *, sort: str = "desc", limit: int = 50) -> Iterator[dict[str, Any]]:
+        """Every order, page by page (zero-based ``page``), fetched only as far as it is read."""
+        pager = OrderPager(limit=limit, sort=sort)
+        while not pager.done:
+            yield from pager.accept(json_body(self.request("GET", ORDERS_PATH, params=pager.params())))
+
+    async def aiter_orders(self, *, sort: str = "desc", limit: int = 50) -> AsyncIterator[dict[str, Any]]:
+        """``iter_orders`` for coroutines."""
+        pager = OrderPager(limit=limit, sort=sort)
+        while not pager.done:
+            for order in pager.accept(json_body(await self.arequest("GET", ORDERS_PATH, params=pager.params()))):
+                yield order
+
+    def get_order(self, order_id: str, *, sort: str = "desc", limit: int = 50) -> dict[str, Any]:
+        """One order, found by paging (Packly documents no by-id endpoint)."""
+        order = find_order(self.iter_orders(sort=sort, limit=limit), order_id)
+        if order is None:
+            raise _order_not_found(order_id)
+        return order
+
+    async def aget_order(self, order_id: str, *, sort: str = "desc", limit: int = 50) -> dict[str, Any]:
+        """``get_order`` for coroutines."""
+        async for order in self.aiter_orders(sort=sort, limit=limit):
+            if find_order([order], order_id) is not None:
+                return order
+        raise _order_not_found(order_id)
+
     # -- connection test ----------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
@@ -274,6 +386,25 @@ def raise_for_packly_status(response: httpx.Response) -> None:
     body = read_error_body(response.content, response.headers.get("content-type", ""))
     raise PacklyAPIError.from_body(
         http_status=response.status_code, method=response.request.method, path=response.request.url.path, body=body
+    )
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The body as JSON, or a ``PacklyError`` that says what it was instead."""
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise PacklyError(
+            f"Packly answered {response.request.method} {response.request.url.path} with HTTP "
+            f"{response.status_code} but the body was not JSON ({kind}, {len(response.content)} bytes)."
+        ) from None
+
+
+def _order_not_found(order_id: str) -> PacklyOrderNotFound:
+    return PacklyOrderNotFound(
+        f"No Packly order with id {order_id!r} was found in /v1/reseller/orders; check the id and the "
+        "connection's environment (sandbox and live orders are separate)."
     )
 
 
