@@ -1,0 +1,132 @@
+"""``packly-sandbox`` / ``python -m airflow_provider_packly.sandbox``: run the sandbox server.
+
+Runs uvicorn in the foreground; uvicorn stops cleanly on SIGINT (Ctrl-C) and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+SECRET_ENV_VAR = "PACKLY_SANDBOX_CLIENT_SECRET"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser (kept separate so ``--help`` needs no server import)."""
+    parser = argparse.ArgumentParser(
+        prog="packly-sandbox",
+        description=(
+            "Run a local imitation of the Packly REST API (token, dieline, quotation, orders)"
+            " for example DAGs and tests. Default credentials: sandbox-client-id /"
+            " sandbox-client-secret (live environment: live-client-id / live-client-secret);"
+            " these are public test values. Control endpoints under /_sandbox/ need no"
+            " authentication, so keep the default loopback host."
+        ),
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8089, help="port, 0 for any free port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--environment",
+        choices=["live", "sandbox"],
+        default="sandbox",
+        help="which Packly environment this server plays (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--client-id",
+        help="client ID of the played environment (default: <environment>-client-id)",
+    )
+    parser.add_argument(
+        "--client-secret",
+        help=(
+            "client secret of the played environment (default: $"
+            f"{SECRET_ENV_VAR}, else <environment>-client-secret); never printed"
+        ),
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=3600,
+        help="access token lifetime in seconds, the expires_in returned (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--order-step-seconds",
+        type=float,
+        default=2.0,
+        help="seconds between two order state changes (default: %(default)s)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, announce where the server listens, and serve until interrupted."""
+    args = build_parser().parse_args(argv)
+
+    import uvicorn
+
+    from airflow_provider_packly.sandbox.app import SandboxConfig, create_app, default_credentials
+
+    credentials = default_credentials()
+    default_id, default_secret = credentials[args.environment]
+    client_id: str = args.client_id or default_id
+    client_secret: str = args.client_secret or os.environ.get(SECRET_ENV_VAR) or default_secret
+    credentials[args.environment] = (client_id, client_secret)
+    secret_hint = (
+        "the default public test secret (see --help)"
+        if client_secret == default_secret
+        else "the one you configured"
+    )
+    config = SandboxConfig(
+        environment=args.environment,
+        credentials=credentials,
+        token_lifetime=args.token_lifetime,
+        order_step_seconds=args.order_step_seconds,
+    )
+
+    class _AnnouncingServer(uvicorn.Server):
+        """A uvicorn server that prints one line once it listens (the real port if 0)."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and self.servers and self.servers[0].sockets:
+                host, port = self.servers[0].sockets[0].getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                print(
+                    f"Packly sandbox ({args.environment} environment) listening on"
+                    f" http://{shown}:{port} ; client ID: {client_id} ; client secret:"
+                    f" {secret_hint}",
+                    flush=True,
+                )
+
+    def exit_quietly(signum: int, frame: FrameType | None) -> None:
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal with the
+        # handler that was installed before it started: make that handler a clean exit
+        # (status 0, no KeyboardInterrupt traceback, no death by signal).
+        raise SystemExit(0)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, exit_quietly)
+
+    server = _AnnouncingServer(
+        uvicorn.Config(
+            create_app(config), host=args.host, port=args.port, log_level="info", lifespan="off"
+        )
+    )
+    try:
+        server.run()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
