@@ -32,6 +32,7 @@ import httpx
 
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyAuthError, read_error_body, transport_error
+from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, attempts_made
 
 __all__ = [
     "AccessToken",
@@ -93,6 +94,8 @@ def build_token_request(connection: PacklyConnection) -> httpx.Request:
             "Accept-Encoding": "gzip",
         },
         content=body,
+        # Retrying a token request is harmless: at worst Packly issues a second token.
+        extensions={IDEMPOTENT_EXTENSION: True},
     )
 
 
@@ -113,14 +116,18 @@ def parse_token_response(connection: PacklyConnection, response: httpx.Response,
         )
 
     content_type = response.headers.get("content-type", "")
+    attempts = attempts_made(response)
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
     if not response.is_success:
         body = read_error_body(response.content, content_type)
         if body.unreadable:
-            raise refuse(f"HTTP {response.status_code}; {body.unreadable}. {_status_hint(response.status_code)}")
+            raise refuse(f"HTTP {response.status_code}{tries}; {body.unreadable}. {_status_hint(response.status_code)}")
         said = f"{body.code or 'error'}: {body.message or '(no message)'}"
         if body.items:
             said += " (" + "; ".join(str(item) for item in body.items) + ")"
-        raise refuse(f"HTTP {response.status_code}, Packly said {said}. {_status_hint(response.status_code)}", code=body.code)
+        raise refuse(
+            f"HTTP {response.status_code}{tries}, Packly said {said}. {_status_hint(response.status_code)}", code=body.code
+        )
 
     # A 2xx body may hold a token in an unexpected shape: describe it, never quote it.
     try:

@@ -39,6 +39,13 @@ DEFAULT_TOKEN_REFRESH_MARGIN = 60.0
 #: but not a default; five minutes keeps a wrong guess cheap (a 401 also forces a refresh).
 DEFAULT_EXPIRES_IN = 300
 
+DEFAULT_RETRY_MAX_ATTEMPTS = 5
+DEFAULT_RETRY_MAX_SECONDS = 60.0
+DEFAULT_RETRY_BACKOFF_SECONDS = 0.5
+DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 15.0
+#: Packly documents no rate limits; a longer Retry-After than this is cut to it.
+DEFAULT_RETRY_AFTER_MAX_SECONDS = 60.0
+
 TOKEN_PATH = "/v1/oauth2/token"
 
 
@@ -58,6 +65,16 @@ class PacklyConnection:
     timeout: float = DEFAULT_TIMEOUT
     token_refresh_margin: float = DEFAULT_TOKEN_REFRESH_MARGIN
     default_expires_in: int = DEFAULT_EXPIRES_IN
+    #: Per-phase timeouts; ``None`` means ``timeout``.
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+    write_timeout: float | None = None
+    pool_timeout: float | None = None
+    retry_max_attempts: int = DEFAULT_RETRY_MAX_ATTEMPTS
+    retry_max_seconds: float = DEFAULT_RETRY_MAX_SECONDS
+    retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
+    retry_backoff_max_seconds: float = DEFAULT_RETRY_BACKOFF_MAX_SECONDS
+    retry_after_max_seconds: float = DEFAULT_RETRY_AFTER_MAX_SECONDS
     conn_id: str | None = None
 
     def __post_init__(self) -> None:
@@ -84,6 +101,29 @@ class PacklyConnection:
                 f"{where} has token_refresh_margin {self.token_refresh_margin}; use 0 or more seconds."
             )
         _check_positive(self.default_expires_in, "default_expires_in", where)
+        for name in ("connect_timeout", "read_timeout", "write_timeout", "pool_timeout"):
+            if getattr(self, name) is not None:
+                _check_positive(getattr(self, name), name, where)
+        if self.retry_max_attempts < 1 or self.retry_max_attempts != int(self.retry_max_attempts):
+            raise PacklyConnectionConfigError(
+                f"{where} has retry_max_attempts {self.retry_max_attempts!r}; give a whole number, 1 or more "
+                "(1 turns retries off)."
+            )
+        for name in ("retry_max_seconds", "retry_backoff_seconds", "retry_backoff_max_seconds", "retry_after_max_seconds"):
+            if getattr(self, name) < 0:
+                raise PacklyConnectionConfigError(f"{where} has {name} {getattr(self, name)!r}; use 0 or more seconds.")
+
+    def phase_timeouts(self) -> dict[str, float]:
+        """Connect, read, write and pool timeouts in seconds (``timeout`` where unset)."""
+        return {
+            phase: value if value is not None else self.timeout
+            for phase, value in (
+                ("connect", self.connect_timeout),
+                ("read", self.read_timeout),
+                ("write", self.write_timeout),
+                ("pool", self.pool_timeout),
+            )
+        }
 
     @property
     def token_url(self) -> str:
@@ -128,6 +168,15 @@ class PacklyConnection:
             timeout=settings.number("timeout", DEFAULT_TIMEOUT),
             token_refresh_margin=settings.number("token_refresh_margin", DEFAULT_TOKEN_REFRESH_MARGIN),
             default_expires_in=int(settings.number("default_expires_in", DEFAULT_EXPIRES_IN)),
+            connect_timeout=settings.optional_number("connect_timeout"),
+            read_timeout=settings.optional_number("read_timeout"),
+            write_timeout=settings.optional_number("write_timeout"),
+            pool_timeout=settings.optional_number("pool_timeout"),
+            retry_max_attempts=settings.whole_number("retry_max_attempts", DEFAULT_RETRY_MAX_ATTEMPTS),
+            retry_max_seconds=settings.number("retry_max_seconds", DEFAULT_RETRY_MAX_SECONDS),
+            retry_backoff_seconds=settings.number("retry_backoff_seconds", DEFAULT_RETRY_BACKOFF_SECONDS),
+            retry_backoff_max_seconds=settings.number("retry_backoff_max_seconds", DEFAULT_RETRY_BACKOFF_MAX_SECONDS),
+            retry_after_max_seconds=settings.number("retry_after_max_seconds", DEFAULT_RETRY_AFTER_MAX_SECONDS),
             conn_id=conn_id,
         )
 
@@ -162,6 +211,17 @@ class _ExtraReader:
         value = self._raw(name)
         return None if value is None else str(value)
 
+    def optional_number(self, name: str) -> float | None:
+        return None if self._raw(name) is None else self.number(name, 0.0)
+
+    def whole_number(self, name: str, default: int) -> int:
+        number = self.number(name, default)
+        if number != int(number):
+            raise PacklyConnectionConfigError(
+                f"{self._where} has {name} = {self._raw(name)!r} in its extra fields; give a whole number."
+            )
+        return int(number)
+
     def number(self, name: str, default: float) -> float:
         value = self._raw(name)
         if value is None:
@@ -172,7 +232,7 @@ class _ExtraReader:
             return float(value)
         except (TypeError, ValueError):
             raise PacklyConnectionConfigError(
-                f"{self._where} has {name} = {value!r} in its extra fields; give a number of seconds."
+                f"{self._where} has {name} = {value!r} in its extra fields; give a number."
             ) from None
 
 

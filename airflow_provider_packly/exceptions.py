@@ -33,16 +33,25 @@ class PacklyTransportError(PacklyError):
     """Packly could not be reached, or stopped answering, before a response arrived."""
 
 
+_TIMEOUT_PHASES = {"ConnectTimeout": "connect", "ReadTimeout": "read", "WriteTimeout": "write", "PoolTimeout": "pool"}
+
+
 def transport_error(exc: Exception, request: Any) -> PacklyTransportError:
     """Describe an ``httpx.TransportError`` for ``request`` (its URL holds no secret)."""
     url = f"{request.method} {request.url}"
-    if "Timeout" in type(exc).__name__:
+    attempts = int(request.extensions.get("packly_attempts", 1))
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    phase = _TIMEOUT_PHASES.get(type(exc).__name__)
+    if phase:
+        seconds = (request.extensions.get("timeout") or {}).get(phase)
+        limit = f" within the {seconds:g} s {phase} timeout" if isinstance(seconds, (int, float)) else ""
         return PacklyTransportError(
-            f"{url} timed out ({type(exc).__name__}); raise the connection's timeout or retry later."
+            f"{url} got no {'connection' if phase in ('connect', 'pool') else 'answer'}{limit}{tries} "
+            f"({type(exc).__name__}); raise the connection's {phase}_timeout or timeout, or retry later."
         )
     return PacklyTransportError(
-        f"{url} failed before Packly answered ({type(exc).__name__}: {exc}); check the connection's "
-        "Base URL and that Packly is reachable from this machine."
+        f"{url} failed before Packly answered{tries} ({type(exc).__name__}: {exc or 'no detail'}); check the "
+        "connection's Base URL and that Packly is reachable from this machine."
     )
 
 
@@ -127,7 +136,9 @@ class PacklyAPIError(PacklyError):
         message: str | None = None,
         errors: tuple[PacklyErrorItem, ...] | list[PacklyErrorItem] = (),
         detail: str | None = None,
+        attempts: int = 1,
     ) -> None:
+        self.attempts = attempts
         self.http_status = http_status
         self.method = method
         self.path = path
@@ -138,7 +149,9 @@ class PacklyAPIError(PacklyError):
         super().__init__(self._describe())
 
     @classmethod
-    def from_body(cls, *, http_status: int, method: str, path: str, body: ErrorBody) -> PacklyAPIError:
+    def from_body(
+        cls, *, http_status: int, method: str, path: str, body: ErrorBody, attempts: int = 1
+    ) -> PacklyAPIError:
         return cls(
             http_status=http_status,
             method=method,
@@ -147,10 +160,12 @@ class PacklyAPIError(PacklyError):
             message=body.message,
             errors=body.items,
             detail=body.unreadable,
+            attempts=attempts,
         )
 
     def _describe(self) -> str:
-        text = f"Packly refused {self.method} {self.path} with HTTP {self.http_status}"
+        tries = f" (after {self.attempts} attempts)" if self.attempts > 1 else ""
+        text = f"Packly refused {self.method} {self.path} with HTTP {self.http_status}{tries}"
         if self.code or self.message:
             text += f": {self.code or 'error'}: {self.message or '(no message)'}"
         if self.errors:
@@ -176,11 +191,16 @@ def _rebuild_api_error(state: dict[str, Any]) -> PacklyAPIError:
         message=state["message"],
         errors=state["errors"],
         detail=state["detail"],
+        attempts=state.get("attempts", 1),
     )
 
 
 _HINTS = {
     400: "Check the request's parameters against the message above",
+    500: "Packly failed; if this keeps happening, report the request to Packly",
+    502: "A proxy in front of Packly failed; retry later",
+    503: "Packly is unavailable; retry later",
+    504: "A proxy in front of Packly timed out; retry later",
     401: "The access token was refused twice; check that the connection's credentials belong to this environment",
     403: "The credentials are valid but not allowed to do this; ask Packly to enable it for your account",
     404: "Check the endpoint path and the ids in it",

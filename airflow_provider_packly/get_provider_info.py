@@ -12,6 +12,13 @@ from typing import Any
 _OPTIONAL_NUMBER = ["number", "null"]
 
 
+def _seconds_field(label: str, description: str, default: float | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": _OPTIONAL_NUMBER, "minimum": 0}
+    if default is not None:
+        schema["default"] = default
+    return {"label": label, "description": description, "schema": schema}
+
+
 def get_provider_info() -> dict[str, Any]:
     from airflow_provider_packly import __version__
 
@@ -72,6 +79,45 @@ def get_provider_info() -> dict[str, Any]:
                         ),
                         "schema": {"type": _OPTIONAL_NUMBER, "default": 60, "minimum": 0},
                     },
+                    "connect_timeout": _seconds_field(
+                        "Connect timeout (seconds)", "Longest wait to open a connection; empty means Timeout."
+                    ),
+                    "read_timeout": _seconds_field(
+                        "Read timeout (seconds)", "Longest wait for Packly's answer; empty means Timeout."
+                    ),
+                    "write_timeout": _seconds_field(
+                        "Write timeout (seconds)", "Longest wait to send a request; empty means Timeout."
+                    ),
+                    "pool_timeout": _seconds_field(
+                        "Pool timeout (seconds)",
+                        "Longest wait for a free pooled connection when many calls run at once; empty means Timeout.",
+                    ),
+                    "retry_max_attempts": {
+                        "label": "Attempts per call",
+                        "description": (
+                            "Sends at most per call, the first included; 1 turns retries off. Connection failures, "
+                            "429 and 502/503/504 are retried; a POST only when Packly provably did not process it."
+                        ),
+                        "schema": {"type": ["integer", "null"], "default": 5, "minimum": 1},
+                    },
+                    "retry_max_seconds": _seconds_field(
+                        "Retry time budget (seconds)",
+                        "No retry starts if its wait would end later than this after the first send.",
+                        default=60,
+                    ),
+                    "retry_backoff_seconds": _seconds_field(
+                        "First retry wait (seconds)",
+                        "Ceiling of the first backoff; it doubles per attempt, with full jitter.",
+                        default=0.5,
+                    ),
+                    "retry_backoff_max_seconds": _seconds_field(
+                        "Longest retry wait (seconds)", "The backoff ceiling never grows past this.", default=15
+                    ),
+                    "retry_after_max_seconds": _seconds_field(
+                        "Longest Retry-After honoured (seconds)",
+                        "A longer Retry-After from Packly is cut to this. Packly documents no rate limits.",
+                        default=60,
+                    ),
                     "default_expires_in": {
                         "label": "Token lifetime if unstated (seconds)",
                         "description": (

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -85,6 +86,39 @@ def test_each_bad_setting_is_named(kwargs, expected):
 @pytest.mark.parametrize("host", ["http://127.0.0.1:8089", "http://127.8.9.1", "http://localhost", "http://[::1]:8089"])
 def test_plain_http_allowed_only_to_loopback(host):
     assert from_fields(host=host).base_url.startswith("http://")
+
+
+def test_timeouts_and_retry_settings_from_extra_fields():
+    conn = from_fields(
+        extra={
+            "environment": "sandbox",
+            "timeout": 20,
+            "read_timeout": "90",
+            "pool_timeout": 5,
+            "retry_max_attempts": "3",
+            "retry_max_seconds": 10,
+            "retry_backoff_seconds": 0.2,
+            "retry_backoff_max_seconds": 4,
+            "retry_after_max_seconds": 30,
+        }
+    )
+    assert conn.phase_timeouts() == {"connect": 20.0, "read": 90.0, "write": 20.0, "pool": 5.0}
+    assert (conn.retry_max_attempts, conn.retry_max_seconds, conn.retry_backoff_seconds) == (3, 10.0, 0.2)
+    assert (conn.retry_backoff_max_seconds, conn.retry_after_max_seconds) == (4.0, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"retry_max_attempts": 0}, "retry_max_attempts 0; give a whole number, 1 or more"),
+        ({"retry_max_attempts": "2.5"}, "retry_max_attempts = '2.5' in its extra fields; give a whole number"),
+        ({"retry_max_seconds": -1}, "retry_max_seconds -1.0; use 0 or more seconds"),
+        ({"read_timeout": 0}, "read_timeout = 0.0; give a number of seconds above 0"),
+    ],
+)
+def test_bad_retry_or_timeout_settings_are_named(extra, expected):
+    with pytest.raises(PacklyConnectionConfigError, match=re.escape(expected)):
+        from_fields(extra={"environment": "sandbox", **extra})
 
 
 def test_repr_hides_the_secret(make_connection):

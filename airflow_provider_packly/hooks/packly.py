@@ -20,6 +20,7 @@ from airflow.sdk import BaseHook
 from airflow_provider_packly.auth import TOKEN_CACHE, AccessToken, PacklyBearerAuth, TokenCache, TokenSource
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError, read_error_body, transport_error
+from airflow_provider_packly.retries import RetryPolicy, attempts_made
 from airflow_provider_packly.resources import (
     DIELINE_PATH,
     ORDERS_PATH,
@@ -70,6 +71,7 @@ class PacklyHook(BaseHook):
         self._token_cache = token_cache
         self._tokens: TokenSource | None = None
         self._auth: PacklyBearerAuth | None = None
+        self._retry_policy = RetryPolicy()
         self._client: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
@@ -95,9 +97,10 @@ class PacklyHook(BaseHook):
     def _token_source(self, connection: PacklyConnection) -> TokenSource:
         with self._lock:
             if self._tokens is None:
+                self._retry_policy = retry_policy_for(connection)
                 self._tokens = TokenSource(
                     connection,
-                    send=lambda request: self.get_client().send(request),
+                    send=lambda request: self._send(self.get_client(), request, auth=None),
                     asend=self._asend_token_request,
                     cache=self._token_cache,
                     on_new_token=_mask_token,
@@ -106,7 +109,37 @@ class PacklyHook(BaseHook):
             return self._tokens
 
     async def _asend_token_request(self, request: httpx.Request) -> httpx.Response:
-        return await (await self.aget_client()).send(request)
+        return await self._asend(await self.aget_client(), request, auth=None)
+
+    # -- the I/O shells: send with the retry policy; everything else is shared ------------------
+
+    def _send(
+        self, client: httpx.Client, request: httpx.Request, *, auth: httpx.Auth | None, stream: bool = False
+    ) -> httpx.Response:
+        def send_once(request: httpx.Request) -> httpx.Response:
+            response = client.send(request, auth=auth, stream=stream)
+            if stream and not response.is_success:
+                response.read()  # a small error body: read it so a retry can discard the response
+            return response
+
+        try:
+            return self._retry_policy.retrying()(send_once, request)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
+
+    async def _asend(
+        self, client: httpx.AsyncClient, request: httpx.Request, *, auth: httpx.Auth | None, stream: bool = False
+    ) -> httpx.Response:
+        async def send_once(request: httpx.Request) -> httpx.Response:
+            response = await client.send(request, auth=auth, stream=stream)
+            if stream and not response.is_success:
+                await response.aread()
+            return response
+
+        try:
+            return await self._retry_policy.aretrying()(send_once, request)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, request) from exc
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -200,10 +233,7 @@ class PacklyHook(BaseHook):
         request = client.build_request(
             method, endpoint_path(self.get_conn(), endpoint), params=params, json=json, data=data, headers=headers
         )
-        try:
-            response = client.send(request, auth=self._auth)
-        except httpx.TransportError as exc:
-            raise transport_error(exc, request) from exc
+        response = self._send(client, request, auth=self._auth)
         raise_for_packly_status(response)
         return response
 
@@ -222,10 +252,7 @@ class PacklyHook(BaseHook):
         request = client.build_request(
             method, endpoint_path(await self.aget_conn(), endpoint), params=params, json=json, data=data, headers=headers
         )
-        try:
-            response = await client.send(request, auth=self._auth)
-        except httpx.TransportError as exc:
-            raise transport_error(exc, request) from exc
+        response = await self._asend(client, request, auth=self._auth)
         raise_for_packly_status(response)
         return response
 
@@ -236,10 +263,7 @@ class PacklyHook(BaseHook):
         """An authenticated call whose body is read in chunks (``response.iter_bytes()``)."""
         client = self.get_client()
         request = client.build_request(method, endpoint_path(self.get_conn(), endpoint), params=params, headers=headers)
-        try:
-            response = client.send(request, auth=self._auth, stream=True)
-        except httpx.TransportError as exc:
-            raise transport_error(exc, request) from exc
+        response = self._send(client, request, auth=self._auth, stream=True)
         try:
             raise_for_packly_status(response)
             yield response
@@ -253,13 +277,8 @@ class PacklyHook(BaseHook):
         """``stream`` for coroutines (``response.aiter_bytes()``)."""
         client = await self.aget_client()
         request = client.build_request(method, endpoint_path(await self.aget_conn(), endpoint), params=params, headers=headers)
+        response = await self._asend(client, request, auth=self._auth, stream=True)
         try:
-            response = await client.send(request, auth=self._auth, stream=True)
-        except httpx.TransportError as exc:
-            raise transport_error(exc, request) from exc
-        try:
-            if not response.is_success:
-                await response.aread()
             raise_for_packly_status(response)
             yield response
         finally:
@@ -352,10 +371,20 @@ class PacklyHook(BaseHook):
 # -- shared rules (sync and async alike) --------------------------------------------------------
 
 
+def retry_policy_for(connection: PacklyConnection) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=connection.retry_max_attempts,
+        max_seconds=connection.retry_max_seconds,
+        backoff=connection.retry_backoff_seconds,
+        backoff_max=connection.retry_backoff_max_seconds,
+        retry_after_max=connection.retry_after_max_seconds,
+    )
+
+
 def _client_options(connection: PacklyConnection) -> dict[str, Any]:
     return {
         "base_url": connection.base_url,
-        "timeout": httpx.Timeout(connection.timeout),
+        "timeout": httpx.Timeout(**connection.phase_timeouts()),
         "headers": {"Accept": "application/json", "User-Agent": _USER_AGENT},
         # A redirect could carry the bearer token to another host; Packly documents none.
         "follow_redirects": False,
@@ -385,7 +414,11 @@ def raise_for_packly_status(response: httpx.Response) -> None:
     response.read()
     body = read_error_body(response.content, response.headers.get("content-type", ""))
     raise PacklyAPIError.from_body(
-        http_status=response.status_code, method=response.request.method, path=response.request.url.path, body=body
+        http_status=response.status_code,
+        method=response.request.method,
+        path=response.request.url.path,
+        body=body,
+        attempts=attempts_made(response),
     )
 
 

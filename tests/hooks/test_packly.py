@@ -120,7 +120,7 @@ def test_error_envelope_is_parsed(make_connection):
     ],
 )
 def test_bodies_that_are_not_the_envelope_still_give_a_clear_error(make_connection, response, expected):
-    with hook_for(FakePackly(response), make_connection()) as hook, pytest.raises(PacklyAPIError) as caught:
+    with hook_for(FakePackly(response), make_connection(retry_max_attempts=1)) as hook, pytest.raises(PacklyAPIError) as caught:
         hook.request("GET", "/v1/reseller/orders")
     assert expected in str(caught.value)
     assert caught.value.code is None and caught.value.http_status == response.status_code
@@ -138,13 +138,20 @@ def test_full_url_under_the_base_url_is_accepted(make_connection):
         assert hook.request("GET", "http://127.0.0.1:8089/v1/reseller/orders").request.url.path == "/v1/reseller/orders"
 
 
-def test_unreachable_packly_gives_a_transport_error(make_connection):
+def test_unreachable_packly_gives_a_transport_error_after_retries(make_connection):
+    attempts = []
+
     def refuse(request: httpx.Request) -> httpx.Response:
+        attempts.append(request.url.path)
         raise httpx.ConnectError("connection refused", request=request)
 
-    with PacklyHook(connection=make_connection(), transport=httpx.MockTransport(refuse)) as hook:
-        with pytest.raises(PacklyTransportError, match=r"POST http://127.0.0.1:8089/v1/oauth2/token failed before"):
+    conn = make_connection(retry_backoff_seconds=0.001)
+    with PacklyHook(connection=conn, transport=httpx.MockTransport(refuse)) as hook:
+        with pytest.raises(
+            PacklyTransportError, match=r"POST http://127.0.0.1:8089/v1/oauth2/token failed before Packly answered after 5 attempts"
+        ):
             hook.get_token()
+    assert attempts == ["/v1/oauth2/token"] * 5
 
 
 def test_test_connection_reports_environment_and_expiry(make_connection):

@@ -1,0 +1,167 @@
+"""When a Packly call is retried, and how long to wait: one policy for sync and async.
+
+The decision is pure (``RetryPolicy.reason``, ``RetryPolicy.wait_seconds``,
+``parse_retry_after``); tenacity runs the loop (``Retrying`` for threads, ``AsyncRetrying``
+for coroutines), both built from the same options.
+
+The rule that keeps writes safe: a request that is not idempotent (POST, PATCH) is resent
+only when it provably did not reach Packly (the connection was never made) or Packly said it
+did not process it (429, or 503 with ``Retry-After``). Every other failure of a write is
+surfaced, because resending could apply it twice. Idempotent requests (GET, HEAD, PUT,
+DELETE, OPTIONS) are also retried on any transport failure and on 502, 503 and 504. The token
+request is treated as idempotent: a second token is harmless.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import tenacity
+
+__all__ = ["IDEMPOTENT_EXTENSION", "RetryPolicy", "attempts_made", "parse_retry_after"]
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+#: Failures after which the request was provably never sent.
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: Set on a request (``request.extensions``) to retry a POST as if it were idempotent.
+IDEMPOTENT_EXTENSION = "packly_idempotent"
+_ATTEMPTS_EXTENSION = "packly_attempts"
+
+_jitter = random.Random()
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def attempts_made(request_or_response: httpx.Request | httpx.Response) -> int:
+    """How many times a request was sent (1 when it was never retried, or is unknown)."""
+    if isinstance(request_or_response, httpx.Response):
+        try:
+            request_or_response = request_or_response.request
+        except RuntimeError:  # a response built without a request (tests)
+            return 1
+    return int(request_or_response.extensions.get(_ATTEMPTS_EXTENSION, 1))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded by attempts and by total time; exponential backoff with full jitter.
+
+    :param max_attempts: sends at most, the first included (1 disables retries).
+    :param max_seconds: no retry starts if its wait would end past this many seconds after
+        the first send.
+    :param backoff: the first wait's ceiling; it doubles per attempt (full jitter: uniform 0..ceiling).
+    :param backoff_max: the ceiling's ceiling.
+    :param retry_after_max: a ``Retry-After`` longer than this is cut to it.
+    """
+
+    max_attempts: int = 5
+    max_seconds: float = 60.0
+    backoff: float = 0.5
+    backoff_max: float = 15.0
+    retry_after_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be 1 or more, not {self.max_attempts!r}")
+        for name in ("max_seconds", "backoff", "backoff_max", "retry_after_max"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, not {getattr(self, name)!r}")
+
+    # -- the pure decisions --------------------------------------------------------------------
+
+    def reason(self, request: httpx.Request, outcome: httpx.Response | BaseException) -> str | None:
+        """Why this outcome of ``request`` may be retried, or ``None`` if it must not be."""
+        idempotent = request.method in IDEMPOTENT_METHODS or bool(request.extensions.get(IDEMPOTENT_EXTENSION))
+        if isinstance(outcome, BaseException):
+            if isinstance(outcome, NOT_SENT_ERRORS):
+                return f"{type(outcome).__name__} (the request was not sent)"
+            if isinstance(outcome, httpx.TransportError) and idempotent:
+                return type(outcome).__name__
+            return None
+        status = outcome.status_code
+        if status == 429:
+            return "HTTP 429 (rate limited)"
+        if status in RETRYABLE_STATUSES:
+            if idempotent:
+                return f"HTTP {status}"
+            if status == 503 and "retry-after" in outcome.headers:
+                return "HTTP 503 with Retry-After (not processed)"
+        return None
+
+    def wait_seconds(self, attempt_number: int, outcome: httpx.Response | BaseException | None) -> float:
+        """The wait before send number ``attempt_number + 1``: ``Retry-After`` if given, else backoff."""
+        if isinstance(outcome, httpx.Response):
+            retry_after = parse_retry_after(outcome.headers.get("retry-after"))
+            if retry_after is not None:
+                return min(retry_after, self.retry_after_max)
+        ceiling = min(self.backoff_max, self.backoff * 2 ** (attempt_number - 1))
+        return _jitter.uniform(0, ceiling)
+
+    # -- tenacity, configured once for both kinds of I/O -----------------------------------------
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "retry": self._should_retry,
+            "wait": self._wait,
+            "stop": tenacity.stop_after_attempt(self.max_attempts) | tenacity.stop_before_delay(self.max_seconds),
+            "before_sleep": self._log_retry,
+            # Out of attempts or time: hand back the last response, or raise the last error.
+            "retry_error_callback": lambda state: state.outcome.result(),
+        }
+
+    def retrying(self) -> tenacity.Retrying:
+        """For ``retrying(send_once, request)``; copy per call: tenacity keeps per-call state."""
+        return tenacity.Retrying(**self._options())
+
+    def aretrying(self) -> tenacity.AsyncRetrying:
+        """For ``await aretrying(asend_once, request)``."""
+        return tenacity.AsyncRetrying(**self._options())
+
+    @staticmethod
+    def _outcome(state: tenacity.RetryCallState) -> httpx.Response | BaseException:
+        assert state.outcome is not None
+        return state.outcome.exception() if state.outcome.failed else state.outcome.result()  # type: ignore[return-value]
+
+    def _should_retry(self, state: tenacity.RetryCallState) -> bool:
+        request: httpx.Request = state.args[0]
+        request.extensions[_ATTEMPTS_EXTENSION] = state.attempt_number
+        return self.reason(request, self._outcome(state)) is not None
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        return self.wait_seconds(state.attempt_number, self._outcome(state))
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        request: httpx.Request = state.args[0]
+        outcome = self._outcome(state)
+        log.info(
+            "Packly %s %s: %s; retry %d of %d in %.2f s",
+            request.method,
+            request.url.path,
+            self.reason(request, outcome),
+            state.attempt_number,
+            self.max_attempts - 1,
+            state.upcoming_sleep,
+        )
