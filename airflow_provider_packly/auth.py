@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 _FORM_CONTENT_TYPE = "application/x-www-form-urlencoded;charset=UTF-8"
+#: A token response is a few hundred bytes; a much larger one is not from a token endpoint.
+MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, repr=False)
@@ -130,6 +132,11 @@ def parse_token_response(connection: PacklyConnection, response: httpx.Response,
         )
 
     # A 2xx body may hold a token in an unexpected shape: describe it, never quote it.
+    if len(response.content) > MAX_TOKEN_RESPONSE_BYTES:
+        raise refuse(
+            f"the token response was {len(response.content):,} bytes, far more than a token response; "
+            "check that the Base URL points at the Packly API"
+        )
     try:
         document = json.loads(response.content)
     except (ValueError, UnicodeDecodeError):
@@ -152,7 +159,7 @@ def parse_token_response(connection: PacklyConnection, response: httpx.Response,
         raise refuse(f"the token response's token_type {shown}; only 'bearer' tokens are supported")
     value = document.get("access_token")
     if not isinstance(value, str) or not value:
-        what = "missing" if value is None else ("empty" if value == "" else f"a {type(value).__name__}, not a string")
+        what = "missing" if value is None else ("empty" if value == "" else f"not a string ({type(value).__name__})")
         raise refuse(f"the token response's access_token is {what}")
     if any(ch in value for ch in "\r\n\0") or value != value.strip():
         raise refuse("the token response's access_token holds whitespace or control characters")

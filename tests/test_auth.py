@@ -87,7 +87,7 @@ def test_gzip_token_response_is_decoded(make_connection):
         (token_response({"token_type": "mac", "access_token": OPAQUE}), "token_type 'mac'; only 'bearer'"),
         (token_response({"token_type": "bearer"}), "access_token is missing"),
         (token_response({"token_type": "bearer", "access_token": ""}), "access_token is empty"),
-        (token_response({"token_type": "bearer", "access_token": 42}), "access_token is a int, not a string"),
+        (token_response({"token_type": "bearer", "access_token": 42}), "access_token is not a string (int)"),
         (token_response({"token_type": "bearer", "access_token": OPAQUE, "expires_in": -5}), "expires_in is -5"),
         (token_response({"token_type": "bearer", "access_token": OPAQUE, "expires_in": 0}), "more than 0 seconds"),
         (token_response({"token_type": "bearer", "access_token": OPAQUE, "expires_in": "soon"}), "'soon', not a number"),

@@ -1,0 +1,207 @@
+"""The bad-input table: every malformed answer or setting gives a clear error and leaks nothing.
+
+Run ``./dev bad-input`` (or ``.venv/bin/python -m scripts.bad_input``). Each case feeds the
+hook one bad thing (a token response, a connection setting, an API error body) through the
+real code path, with ``httpx.MockTransport`` standing in for Packly, and checks:
+
+* the call fails with a ``PacklyError`` subclass (or is accepted, where the table says so);
+* the message names the problem (an expected phrase);
+* the message, and the exception's ``repr``, contain neither the client secret, nor the
+  Basic header value, nor any access token the fake Packly issued.
+
+The test suite runs every case (``tests/reliability/test_bad_input.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import httpx
+
+from airflow_provider_packly.auth import TOKEN_CACHE
+from airflow_provider_packly.connection import PacklyConnection
+from airflow_provider_packly.exceptions import PacklyError
+from airflow_provider_packly.hooks.packly import PacklyHook
+
+CLIENT_ID = "bad-input-client"
+CLIENT_SECRET = "Sup3r-Secret-Value-7Q"
+ISSUED_TOKEN = "AAAA%2FbadInputToken%3D"
+BASIC = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+SECRETS = (CLIENT_SECRET, BASIC, ISSUED_TOKEN)
+
+
+@dataclass(frozen=True)
+class Case:
+    group: str
+    name: str
+    run: Callable[[], Any]
+    #: A phrase the error must contain; ``None`` for a case that must be accepted.
+    expect: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    case: Case
+    error_type: str
+    message: str
+    named: bool
+    leaked: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.named and not self.leaked
+
+    @property
+    def shown(self) -> str:
+        """The part of the message after the common prefix that says who was refused."""
+        prefix, found, reason = self.message.partition("/v1/oauth2/token): ")
+        return reason if found else self.message
+
+
+def _json(body: Any, status: int = 200, content_type: str = "application/json") -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.Response(status, content=content, headers={"content-type": content_type})
+
+
+def _connection(**overrides: Any) -> PacklyConnection:
+    settings: dict[str, Any] = {
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "base_url": "https://api.packly.io",
+        "environment": "live",
+        "retry_max_attempts": 1,
+    }
+    settings.update(overrides)
+    return PacklyConnection(**settings)
+
+
+def _token_answer(response: httpx.Response) -> Callable[[], Any]:
+    """Ask for a token from a Packly whose token endpoint answers ``response``."""
+
+    def run() -> Any:
+        with PacklyHook(connection=_connection(), transport=httpx.MockTransport(lambda request: response)) as hook:
+            return hook.get_token()
+
+    return run
+
+
+def _api_answer(response: httpx.Response) -> Callable[[], Any]:
+    """Call an API endpoint of a Packly whose token endpoint works and API answers ``response``."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/oauth2/token":
+            return _json({"token_type": "bearer", "access_token": ISSUED_TOKEN, "expires_in": 3600})
+        return response
+
+    def run() -> Any:
+        with PacklyHook(connection=_connection(), transport=httpx.MockTransport(answer)) as hook:
+            return hook.request("GET", "/v1/reseller/dieline", params={"article": "s001_v0"})
+
+    return run
+
+
+def _settings(**fields: Any) -> Callable[[], Any]:
+    def run() -> Any:
+        values = {
+            "login": CLIENT_ID,
+            "password": CLIENT_SECRET,
+            "host": "https://api.packly.io",
+            "extra": {"environment": "live"},
+            "conn_id": "packly_default",
+        }
+        values.update(fields)
+        return PacklyConnection.from_fields(**values)
+
+    return run
+
+
+_ENVELOPE = {
+    "request": {"uri": "/v1/reseller/dieline", "method": "GET", "query": {"article": "s001_v0"}},
+    "response": {
+        "code": "VALIDATION_ERROR",
+        "message": "Some parameters are wrong or missing",
+        "http_status_code": 400,
+        "errors": [{"code": "DLN_1101", "path": "material", "message": "material is required"}],
+    },
+}
+_TOKEN = {"token_type": "bearer", "access_token": ISSUED_TOKEN, "expires_in": 3600}
+
+CASES: tuple[Case, ...] = (
+    Case("token", "access_token missing", _token_answer(_json({"token_type": "bearer", "expires_in": 60})), "access_token is missing"),
+    Case("token", "access_token empty", _token_answer(_json({**_TOKEN, "access_token": ""})), "access_token is empty"),
+    Case("token", "access_token a number", _token_answer(_json({**_TOKEN, "access_token": 12345})), "access_token is not a string (int)"),
+    Case("token", "token_type missing", _token_answer(_json({"access_token": ISSUED_TOKEN})), "token_type is missing"),
+    Case("token", "token_type 'mac'", _token_answer(_json({**_TOKEN, "token_type": "mac"})), "token_type 'mac'; only 'bearer'"),
+    Case("token", "not JSON (text/plain)", _token_answer(_json(f"access_token={ISSUED_TOKEN}".encode(), content_type="text/plain")), "was not JSON"),
+    Case("token", "HTML login page, HTTP 200", _token_answer(_json(b"<html><body>Sign in</body></html>", content_type="text/html")), "(HTTP 200, text/html, 33 bytes) was not JSON"),
+    Case("token", "empty body, HTTP 200", _token_answer(_json(b"")), "0 bytes) was not JSON"),
+    Case("token", "JSON array", _token_answer(_json([_TOKEN])), "JSON but not an object (list)"),
+    Case("token", "huge body (5 MB)", _token_answer(_json({**_TOKEN, "padding": "x" * 5_000_000})), "far more than a token response"),
+    Case("token", "expires_in negative", _token_answer(_json({**_TOKEN, "expires_in": -60})), "expires_in is -60"),
+    Case("token", "expires_in zero", _token_answer(_json({**_TOKEN, "expires_in": 0})), "must live for more than 0 seconds"),
+    Case("token", "expires_in a word", _token_answer(_json({**_TOKEN, "expires_in": "an hour"})), "'an hour', not a number"),
+    Case("token", "expires_in a numeric string", _token_answer(_json({**_TOKEN, "expires_in": "3600"})), None),
+    Case("token", "expires_in absent (default lifetime)", _token_answer(_json({"token_type": "Bearer", "access_token": ISSUED_TOKEN})), None),
+    Case("token", "401 with Packly's envelope", _token_answer(_json({"response": {"code": "UNAUTHORIZED", "message": "Bad client credentials"}}, 401)), "HTTP 401, Packly said UNAUTHORIZED: Bad client credentials"),
+    Case("token", "400 with an RFC 6749 error", _token_answer(_json({"error": "invalid_scope", "error_description": "scope not allowed"}, 400)), "invalid_scope: scope not allowed"),
+    Case("token", "502 proxy page", _token_answer(_json(b"<html><h1>502 Bad Gateway</h1></html>", 502, "text/html")), "HTTP 502; the response body was not JSON (text/html)"),
+    Case("token", "400 echoing the Basic header", _token_answer(_json(f"bad request; Authorization: Basic {BASIC}".encode(), 400, "text/plain")), "Authorization: ***'"),
+    Case("connection", "no client ID", _settings(login=""), "has no client ID"),
+    Case("connection", "no client secret", _settings(password=None), "has no client secret"),
+    Case("connection", "unknown environment", _settings(extra={"environment": "prod"}), "environment 'prod'; use 'sandbox' or 'live'"),
+    Case("connection", "sandbox without a Base URL", _settings(host=None, extra={"environment": "sandbox"}), "Packly does not document its sandbox host"),
+    Case("connection", "Base URL not http(s)", _settings(host="ftp://api.packly.io"), "is not an http(s) URL"),
+    Case("connection", "plain http to a remote host", _settings(host="http://api.packly.io"), "plain http would send the client secret unencrypted"),
+    Case("connection", "secret inside the Base URL", _settings(host=f"https://{CLIENT_ID}:{CLIENT_SECRET}@api.packly.io"), "credentials inside its Base URL"),
+    Case("connection", "timeout not a number", _settings(extra={"environment": "live", "timeout": "soon"}), "timeout = 'soon'"),
+    Case("connection", "retry attempts zero", _settings(extra={"environment": "live", "retry_max_attempts": 0}), "retry_max_attempts 0"),
+    Case("api", "400 envelope with an error item", _api_answer(_json(_ENVELOPE, 400)), "VALIDATION_ERROR: Some parameters are wrong or missing (DLN_1101 at 'material'"),
+    Case("api", "404 envelope without errors", _api_answer(_json({"response": {"code": "NOT_FOUND", "message": "No such article"}}, 404)), "HTTP 404: NOT_FOUND: No such article"),
+    Case("api", "502 proxy HTML", _api_answer(_json(b"<html><h1>502 Bad Gateway</h1></html>", 502, "text/html")), "HTTP 502; the response body was not JSON (text/html)"),
+    Case("api", "500 empty body", _api_answer(_json(b"", 500)), "HTTP 500; the response body was empty"),
+    Case("api", "500 truncated JSON", _api_answer(_json(b'{"response": {"code": "INTERNAL_SER', 500)), "HTTP 500; the response body was not JSON (application/json)"),
+    Case("api", "404 JSON without the envelope", _api_answer(_json({"detail": "Not Found"}, 404)), "JSON without Packly's error envelope (keys: detail)"),
+)
+
+
+def run_case(case: Case) -> Outcome:
+    TOKEN_CACHE.clear()
+    try:
+        case.run()
+    except PacklyError as exc:
+        message = str(exc)
+        shown = message + repr(exc)
+        leaked = any(secret in shown for secret in SECRETS)
+        named = case.expect is not None and case.expect in message
+        return Outcome(case, type(exc).__name__, message, named, leaked)
+    except Exception as exc:  # not a typed error: a defect
+        return Outcome(case, f"untyped {type(exc).__name__}", str(exc), False, any(s in str(exc) for s in SECRETS))
+    return Outcome(case, "accepted", "(accepted)", case.expect is None, False)
+
+
+def run_all() -> list[Outcome]:
+    try:
+        return [run_case(case) for case in CASES]
+    finally:
+        TOKEN_CACHE.clear()
+
+
+def main() -> int:
+    outcomes = run_all()
+    print(f"{'':2} {'bad input':44} {'error':28} what the message says")
+    for outcome in outcomes:
+        mark = "ok" if outcome.ok else "!!"
+        message = outcome.shown if len(outcome.shown) <= 110 else outcome.shown[:107] + "..."
+        print(f"{mark:2} {outcome.case.group + ': ' + outcome.case.name:44} {outcome.error_type:28} {message}")
+    failures = [o for o in outcomes if not o.ok]
+    leaks = sum(o.leaked for o in outcomes)
+    print(f"\n{len(outcomes)} cases: {len(outcomes) - len(failures)} clear, {len(failures)} unclear, {leaks} leaking a secret")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
