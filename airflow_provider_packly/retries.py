@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from typing import Awaitable, Callable
+
 import httpx
 import tenacity
 
@@ -120,6 +122,30 @@ class RetryPolicy:
         ceiling = min(self.backoff_max, self.backoff * 2 ** (attempt_number - 1))
         return _jitter.uniform(0, ceiling)
 
+    # -- running it: the first send outside tenacity (the usual case costs nothing more) -------
+
+    def call(self, send_once: Callable[[httpx.Request], httpx.Response], request: httpx.Request) -> httpx.Response:
+        """``send_once(request)``, retried by this policy."""
+        try:
+            outcome: httpx.Response | httpx.TransportError = send_once(request)
+        except httpx.TransportError as exc:
+            outcome = exc
+        if self.reason(request, outcome) is None:
+            return _unwrap(outcome)
+        return self.retrying()(_replay_first(outcome, send_once), request)
+
+    async def acall(
+        self, send_once: Callable[[httpx.Request], Awaitable[httpx.Response]], request: httpx.Request
+    ) -> httpx.Response:
+        """``call`` for coroutines."""
+        try:
+            outcome: httpx.Response | httpx.TransportError = await send_once(request)
+        except httpx.TransportError as exc:
+            outcome = exc
+        if self.reason(request, outcome) is None:
+            return _unwrap(outcome)
+        return await self.aretrying()(_areplay_first(outcome, send_once), request)
+
     # -- tenacity, configured once for both kinds of I/O -----------------------------------------
 
     def _options(self) -> dict[str, Any]:
@@ -133,7 +159,7 @@ class RetryPolicy:
         }
 
     def retrying(self) -> tenacity.Retrying:
-        """For ``retrying(send_once, request)``; copy per call: tenacity keeps per-call state."""
+        """For ``retrying(send_once, request)``; a new one per call: tenacity keeps per-call state."""
         return tenacity.Retrying(**self._options())
 
     def aretrying(self) -> tenacity.AsyncRetrying:
@@ -165,3 +191,32 @@ class RetryPolicy:
             self.max_attempts - 1,
             state.upcoming_sleep,
         )
+
+
+def _unwrap(outcome: httpx.Response | httpx.TransportError) -> httpx.Response:
+    if isinstance(outcome, httpx.TransportError):
+        raise outcome
+    return outcome
+
+
+def _replay_first(
+    first: httpx.Response | httpx.TransportError, send_once: Callable[[httpx.Request], httpx.Response]
+) -> Callable[[httpx.Request], httpx.Response]:
+    """Tenacity's attempt 1 is the outcome already in hand; later attempts really send."""
+    pending = [first]
+
+    def attempt(request: httpx.Request) -> httpx.Response:
+        return _unwrap(pending.pop()) if pending else send_once(request)
+
+    return attempt
+
+
+def _areplay_first(
+    first: httpx.Response | httpx.TransportError, send_once: Callable[[httpx.Request], Awaitable[httpx.Response]]
+) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+    pending = [first]
+
+    async def attempt(request: httpx.Request) -> httpx.Response:
+        return _unwrap(pending.pop()) if pending else await send_once(request)
+
+    return attempt

@@ -95,6 +95,8 @@ class PacklyHook(BaseHook):
         return self._connection
 
     def _token_source(self, connection: PacklyConnection) -> TokenSource:
+        if self._tokens is not None:
+            return self._tokens
         with self._lock:
             if self._tokens is None:
                 self._retry_policy = retry_policy_for(connection)
@@ -123,7 +125,7 @@ class PacklyHook(BaseHook):
             return response
 
         try:
-            return self._retry_policy.retrying()(send_once, request)
+            return self._retry_policy.call(send_once, request)
         except httpx.TransportError as exc:
             raise transport_error(exc, request) from exc
 
@@ -137,7 +139,7 @@ class PacklyHook(BaseHook):
             return response
 
         try:
-            return await self._retry_policy.aretrying()(send_once, request)
+            return await self._retry_policy.acall(send_once, request)
         except httpx.TransportError as exc:
             raise transport_error(exc, request) from exc
 
@@ -145,6 +147,8 @@ class PacklyHook(BaseHook):
 
     def get_client(self) -> httpx.Client:
         """The hook's one sync client (created on first use)."""
+        if self._client is not None:
+            return self._client
         connection = self.get_conn()
         self._token_source(connection)
         with self._lock:
