@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 SECRET_ENV_VAR = "PACKLY_SANDBOX_CLIENT_SECRET"
+#: Every fault kind (kept here too, so ``--help`` needs no server import).
+ALL_FAULT_KINDS = "500,502,503,429,reset,slow,truncated,revoke"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,16 +65,86 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="seconds between two order state changes (default: %(default)s)",
     )
+    faults = parser.add_argument_group(
+        "fault injection",
+        "Deterministic faults for testing a client's retries: off unless --fault-rate or"
+        " --token-fault-rate is above 0. Eligible: /v1/reseller/* and /_sandbox/v1/writes*;"
+        " the token endpoint has its own rate and only the status faults; /_sandbox control"
+        " endpoints never.",
+    )
+    faults.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        help="probability (0..1) that an API or write request gets a fault (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--fault-seed",
+        type=int,
+        default=0,
+        help="seed of the fault sequence (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--fault-kinds",
+        default=ALL_FAULT_KINDS,
+        help="comma-separated kinds, each optionally KIND=WEIGHT (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=2.0,
+        help="delay of a 'slow' response, in seconds (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--retry-after",
+        type=int,
+        default=0,
+        help="Retry-After of 429s and of half the 503s, whole seconds (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--retry-after-as-date",
+        action="store_true",
+        help="send Retry-After as an HTTP-date instead of seconds",
+    )
+    faults.add_argument(
+        "--token-fault-rate",
+        type=float,
+        default=0.0,
+        help="probability (0..1) that a token request gets a 500/502/503/429 (default: %(default)s)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, announce where the server listens, and serve until interrupted."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
 
     import uvicorn
 
     from airflow_provider_packly.sandbox.app import SandboxConfig, create_app, default_credentials
+    from airflow_provider_packly.sandbox.faults import FaultConfig, parse_fault_kinds
+
+    faults: FaultConfig | None = None
+    if args.fault_rate > 0 or args.token_fault_rate > 0:
+        try:
+            faults = FaultConfig(
+                seed=args.fault_seed,
+                rate=args.fault_rate,
+                kinds=parse_fault_kinds(args.fault_kinds),
+                token_rate=args.token_fault_rate,
+                slow_seconds=args.slow_seconds,
+                retry_after_seconds=args.retry_after,
+                retry_after_as_date=args.retry_after_as_date,
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
+    fault_note = (
+        f" ; faults: rate {faults.rate} ({','.join(k for k, w in faults.weights if w > 0)}),"
+        f" token rate {faults.token_rate}, seed {faults.seed}"
+        if faults is not None
+        else ""
+    )
 
     credentials = default_credentials()
     default_id, default_secret = credentials[args.environment]
@@ -89,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         credentials=credentials,
         token_lifetime=args.token_lifetime,
         order_step_seconds=args.order_step_seconds,
+        faults=faults,
     )
 
     class _AnnouncingServer(uvicorn.Server):
@@ -102,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"Packly sandbox ({args.environment} environment) listening on"
                     f" http://{shown}:{port} ; client ID: {client_id} ; client secret:"
-                    f" {secret_hint}",
+                    f" {secret_hint}{fault_note}",
                     flush=True,
                 )
 

@@ -4,7 +4,7 @@ It lets example DAGs and tests run without a Packly account. Where Packly docume
 behaviour the app follows it; where Packly does not, the docstrings say so and the choice is
 a field of :class:`SandboxConfig`.
 
-Endpoints (the first four are Packly's, the last three the sandbox's own):
+Endpoints (the first four are Packly's, the others the sandbox's own):
 
 * ``POST /v1/oauth2/token``: client-credentials token (:func:`token_endpoint`);
 * ``GET /v1/reseller/dieline``: die line PDF or base64 JSON (:func:`dieline_endpoint`);
@@ -12,7 +12,15 @@ Endpoints (the first four are Packly's, the last three the sandbox's own):
 * ``GET /v1/reseller/orders``: paged order list (:func:`orders_endpoint`);
 * ``GET /_sandbox/stats``, ``POST /_sandbox/revoke-tokens``, ``POST /_sandbox/reset-clock``:
   sandbox control. They need no authentication: the sandbox binds to loopback by default
-  and holds no real data.
+  and holds no real data. They are never faulted.
+* ``POST /_sandbox/v1/writes`` and ``GET /_sandbox/v1/writes/{key}``: a write with a
+  countable side effect, and its read-back (:func:`write_endpoint`, :func:`read_write_endpoint`).
+  Not Packly paths: every documented Packly endpoint is a read, and proving that a client
+  never duplicates a POST needs one that is not. They take the bearer token like the API.
+
+``SandboxConfig.faults`` (a :class:`~airflow_provider_packly.sandbox.faults.FaultConfig`)
+injects deterministic faults into the token endpoint, the API and the write endpoints: see
+:mod:`airflow_provider_packly.sandbox.faults`.
 
 The app logs nothing itself, and in particular never logs headers, credentials or tokens.
 """
@@ -21,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import hmac
 import json
 import time
@@ -45,12 +52,26 @@ from airflow_provider_packly.sandbox.errors import (
     request_echo,
     validation_error,
 )
+from airflow_provider_packly.sandbox.faults import (
+    TOKEN_PATH,
+    WRITES_PATH,
+    FaultConfig,
+    FaultInjectionMiddleware,
+    fault_decision,
+)
 from airflow_provider_packly.sandbox.orders import list_orders
 from airflow_provider_packly.sandbox.quotation import BracketQueryError, parse_bracket_query, quote
+
+# JSON_MEDIA_TYPE and accepts_gzip lived here before responses.py: still importable from here.
+from airflow_provider_packly.sandbox.responses import (  # noqa: F401
+    JSON_MEDIA_TYPE,
+    accepts_gzip,
+    json_response,
+)
 from airflow_provider_packly.sandbox.state import SandboxState
 
-TOKEN_PATH = "/v1/oauth2/token"
-JSON_MEDIA_TYPE = "application/json; charset=utf-8"
+#: Longest key accepted by the write endpoint (the sandbox's choice).
+MAX_WRITE_KEY_LENGTH = 200
 
 
 def default_credentials() -> dict[str, tuple[str, str]]:
@@ -91,6 +112,9 @@ class SandboxConfig:
       sandbox's choice.
     * ``now``: the clock (seconds, monotonic) for token expiry and order timelines;
       injectable for tests.
+    * ``faults``: deterministic fault injection (see
+      :class:`~airflow_provider_packly.sandbox.faults.FaultConfig`); ``None`` (the default)
+      means none. Change it at run time with ``SandboxState.set_faults``.
     """
 
     environment: str = "sandbox"
@@ -105,6 +129,7 @@ class SandboxConfig:
     materials: dict[str, float] = field(default_factory=_default_materials)
     max_dimension_mm: float = 2000.0
     now: Callable[[], float] = time.monotonic
+    faults: FaultConfig | None = None
 
     def __post_init__(self) -> None:
         """Reject configurations the server could not honour."""
@@ -121,47 +146,8 @@ class SandboxConfig:
             raise ValueError("order_count and dieline_padding_bytes must not be negative")
         if not 1 <= self.orders_default_limit <= self.orders_max_limit:
             raise ValueError("need 1 <= orders_default_limit <= orders_max_limit")
-
-
-# -- responses -------------------------------------------------------------------------------------
-def accepts_gzip(accept_encoding: str) -> bool:
-    """Whether an ``Accept-Encoding`` value accepts gzip (``gzip;q=0`` does not)."""
-    for part in accept_encoding.split(","):
-        name, _, params = part.strip().partition(";")
-        if name.strip().lower() not in ("gzip", "x-gzip"):
-            continue
-        quality = 1.0
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if quality > 0:
-            return True
-    return False
-
-
-def json_response(
-    request: Request,
-    payload: Any,
-    status_code: int = 200,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """Serialise ``payload`` as ``application/json; charset=utf-8``, gzipped when accepted.
-
-    Packly's documented token example answers ``Accept-Encoding: gzip`` with a gzip body of
-    about 140 bytes, so every JSON response is compressed by hand whatever its size
-    (Starlette's GZipMiddleware would skip bodies under 500 bytes). Die line PDFs are never
-    compressed (the sandbox's choice), which keeps their ``Content-Length`` meaningful.
-    """
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    all_headers = {"Vary": "Accept-Encoding", **(headers or {})}
-    if accepts_gzip(request.headers.get("accept-encoding", "")):
-        body = gzip.compress(body, mtime=0)
-        all_headers["Content-Encoding"] = "gzip"
-    return Response(body, status_code=status_code, headers=all_headers, media_type=JSON_MEDIA_TYPE)
+        if self.faults is not None and not isinstance(self.faults, FaultConfig):
+            raise TypeError("faults must be a FaultConfig or None")
 
 
 def _state(request: Request) -> SandboxState:
@@ -395,9 +381,79 @@ async def orders_endpoint(request: Request) -> Response:
     return json_response(request, {"request": request_echo(request), "response": orders})
 
 
+# -- sandbox writes --------------------------------------------------------------------------------
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """``raw`` parsed as a JSON object, or ``None`` if it is not one."""
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+async def write_endpoint(request: Request) -> Response:
+    """``POST /_sandbox/v1/writes`` (sandbox only): apply one write, counted per key.
+
+    Body: ``{"key": "<string>", "value": <any>}`` (``value`` is accepted and ignored). Every
+    arrival with a string ``key`` counts in ``state.write_attempts``; then the bearer token
+    is checked (401), then the body (400 ``VALIDATION_ERROR``: ``SBX_1000`` path ``body`` when
+    it is not a JSON object, ``SBX_1001`` path ``key`` when ``key`` is not a string of 1 to
+    200 characters); then ``state.writes[key] += 1`` and a 201
+    ``{"request": ..., "response": {"key": key, "applied": n}}``.
+
+    If the request's fault says "not processed" (429, or 503 with ``Retry-After``) nothing
+    is applied: the fault injector answers instead of this endpoint. For any other fault the
+    write is applied first and the fault then hits the response. So ``state.writes[key]``
+    of 2 or more means a client resent a POST it must not have.
+    """
+    state = _state(request)
+    decision = fault_decision(request.scope)
+    payload = _json_object(await request.body())
+    key = payload.get("key") if payload is not None else None
+    if isinstance(key, str):
+        state.record_write_attempt(key, decision)
+    require_bearer(request)
+    if payload is None:
+        raise validation_error("SBX_1000", "body", "the body must be a JSON object")
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_WRITE_KEY_LENGTH:
+        raise validation_error(
+            "SBX_1001", "key", f"key must be a string of 1 to {MAX_WRITE_KEY_LENGTH} characters"
+        )
+    if decision is not None and decision.rejects_before_processing:
+        # Not processed: the fault injector discards this and sends the 429/503 instead.
+        return Response(status_code=503)
+    applied = state.apply_write(key, decision)
+    return json_response(
+        request,
+        {"request": request_echo(request), "response": {"key": key, "applied": applied}},
+        status_code=201,
+    )
+
+
+async def read_write_endpoint(request: Request) -> Response:
+    """``GET /_sandbox/v1/writes/{key}`` (sandbox only): how many writes ``key`` has.
+
+    Answers ``{"request": ..., "response": {"key": key, "applied": n}}`` (``n`` is 0 for a
+    key never written); needs the bearer token and is faulted like the API.
+    """
+    require_bearer(request)
+    key: str = request.path_params["key"]
+    applied = _state(request).applied_writes(key)
+    return json_response(
+        request, {"request": request_echo(request), "response": {"key": key, "applied": applied}}
+    )
+
+
 # -- sandbox control -------------------------------------------------------------------------------
 async def stats_endpoint(request: Request) -> Response:
-    """``GET /_sandbox/stats`` (sandbox only): counters; never tokens or secrets."""
+    """``GET /_sandbox/stats`` (sandbox only): counters; never tokens or secrets.
+
+    Besides the token and API counters: ``faults`` (the active configuration or ``null``),
+    ``fault_counts`` / ``token_fault_counts`` (decisions by kind, ``"none"`` included),
+    ``forced_revocations``, ``write_attempts``, ``writes_applied``, ``write_keys``,
+    ``write_keys_duplicated`` (keys written 2 or more times) and ``write_outcomes``
+    (``"<kind>:applied"`` / ``"<kind>:not_applied"`` counts of write requests).
+    """
     return json_response(request, _state(request).stats())
 
 
@@ -462,8 +518,9 @@ class _CountApiRequests:
 def create_app(config: SandboxConfig | None = None) -> Starlette:
     """Build a sandbox app for ``config`` (defaults if ``None``).
 
-    The live state (counters, tokens, order clock) is ``app.state.sandbox``, a
-    :class:`~airflow_provider_packly.sandbox.state.SandboxState`; the order clock starts now.
+    The live state (counters, tokens, order clock, faults, writes) is ``app.state.sandbox``,
+    a :class:`~airflow_provider_packly.sandbox.state.SandboxState`; the order clock starts
+    now. Faults are injected inside the request counting, so faulted requests still count.
     Trailing-slash redirects are disabled, so ``/v1/reseller/orders/`` is a 404 rather than a
     redirect a client might follow without its ``Authorization`` header.
     """
@@ -478,8 +535,13 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
             Route("/_sandbox/stats", stats_endpoint, methods=["GET"]),
             Route("/_sandbox/revoke-tokens", revoke_tokens_endpoint, methods=["POST"]),
             Route("/_sandbox/reset-clock", reset_clock_endpoint, methods=["POST"]),
+            Route(WRITES_PATH, write_endpoint, methods=["POST"]),
+            Route(WRITES_PATH + "/{key}", read_write_endpoint, methods=["GET"]),
         ],
-        middleware=[Middleware(_CountApiRequests, state=state)],
+        middleware=[
+            Middleware(_CountApiRequests, state=state),
+            Middleware(FaultInjectionMiddleware, state=state),
+        ],
         exception_handlers={
             PacklyError: _packly_error_handler,
             HTTPException: _http_error_handler,
