@@ -37,6 +37,15 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {"integration-name": "Packly", "python-modules": ["airflow_provider_packly.hooks.packly"]},
         ],
+        "operators": [
+            {"integration-name": "Packly", "python-modules": ["airflow_provider_packly.operators.packly"]},
+        ],
+        "sensors": [
+            {"integration-name": "Packly", "python-modules": ["airflow_provider_packly.sensors.packly"]},
+        ],
+        "triggers": [
+            {"integration-name": "Packly", "python-modules": ["airflow_provider_packly.triggers.packly"]},
+        ],
         "connection-types": [
             {
                 "connection-type": "packly",

@@ -1,0 +1,482 @@
+"""Operators for the Packly REST API: a generic call, dielines, quotations, orders.
+
+Each operator checks its arguments with the pure rules of ``resources.py`` when the DAG file
+is parsed (a negative width is a DAG import error, not a failed run); values holding a Jinja
+template (``{{ ... }}``) can only be checked once rendered, at execute time. Each opens one
+``PacklyHook`` and closes it before returning, and returns plain data (dicts, lists, str,
+int): never a token, a connection or a response object.
+
+DAG-parse cost: this module imports ``airflow.sdk`` and the provider's pure rules; the hook
+(and httpx behind it) is imported when a task runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import hashlib
+import json as jsonlib
+import os
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping, Sequence
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_provider_packly.exceptions import PacklyError
+from airflow_provider_packly.resources import (
+    DIELINE_PATH,
+    ORDER_STATUSES,
+    PacklyValidationError,
+    dieline_params,
+    orders_page_params,
+    validate_quotation_item,
+    validate_shipping,
+)
+from airflow_provider_packly.triggers.rules import is_templated, normalise_statuses
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context, ObjectStoragePath
+
+    from airflow_provider_packly.hooks.packly import PacklyHook
+
+__all__ = [
+    "PacklyDielineOperator",
+    "PacklyOperator",
+    "PacklyOrdersOperator",
+    "PacklyQuotationOperator",
+]
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+_LOCAL_PROTOCOLS = ("", "file", "local")
+_PDF_MAGIC = b"%PDF-"
+
+
+class _PacklyBaseOperator(BaseOperator):
+    """The connection and the hook, shared by the Packly operators."""
+
+    ui_color = "#fff1e0"
+
+    def __init__(self, *, packly_conn_id: str = "packly_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.packly_conn_id = packly_conn_id
+
+    def get_hook(self) -> PacklyHook:
+        """A new hook; the operator closes it (``with self.get_hook() as hook``)."""
+        from airflow_provider_packly.hooks.packly import PacklyHook
+
+        return PacklyHook(packly_conn_id=self.packly_conn_id)
+
+
+def _call_with_context(func: Callable[..., Any], response: Any, context: Context) -> Any:
+    """``func(response, **kwargs)`` with the context keys ``func`` asks for, as HttpOperator does."""
+    from airflow.sdk.bases.decorator import determine_kwargs
+
+    return func(response, **determine_kwargs(func, [response], context))
+
+
+class PacklyOperator(_PacklyBaseOperator):
+    """Call any Packly endpoint with a bearer token; return the JSON answer.
+
+    ``response_check(response, **context)`` and ``response_filter(response, **context)`` get the
+    ``httpx.Response`` and the context keys their signatures name, as with Airflow's
+    ``HttpOperator``. A ``response_check`` returning false fails the task; the
+    ``response_filter``'s result is returned instead of the JSON body (return plain data:
+    it goes to XCom). A non-2xx answer fails the task with ``PacklyAPIError``.
+
+    :param endpoint: Path under the connection's Base URL, e.g. ``/v1/reseller/orders`` (templated).
+    :param method: HTTP method, ``GET`` by default.
+    :param request_params: Query parameters (templated). Named as in Airflow's ``HttpSensor``:
+        ``params`` is every operator's own argument (the DAG/task params).
+    :param json: JSON body (templated).
+    :param data: Form body (templated).
+    :param headers: Extra headers (templated).
+    :param response_check: Fails the task when it returns false.
+    :param response_filter: Its result is the task's return value.
+    :param packly_conn_id: The ``packly`` connection.
+    """
+
+    template_fields = ("endpoint", "request_params", "json", "data", "headers")
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        method: str = "GET",
+        request_params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        response_check: Callable[..., Any] | None = None,
+        response_filter: Callable[..., Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(endpoint, str) or not endpoint.strip():
+            raise PacklyValidationError(f"endpoint must be a path such as '/v1/reseller/orders'; got {endpoint!r}.")
+        if not isinstance(method, str) or method.upper() not in _METHODS:
+            raise PacklyValidationError(f"method must be one of {', '.join(_METHODS)}; got {method!r}.")
+        for name, func in (("response_check", response_check), ("response_filter", response_filter)):
+            if func is not None and not callable(func):
+                raise PacklyValidationError(f"{name} must be a callable.")
+        self.endpoint = endpoint
+        self.method = method.upper()
+        self.request_params = request_params
+        self.json = json
+        self.data = data
+        self.headers = headers
+        self.response_check = response_check
+        self.response_filter = response_filter
+
+    def execute(self, context: Context) -> Any:
+        self.log.info("Calling Packly: %s %s", self.method, self.endpoint)
+        with self.get_hook() as hook:
+            response = hook.request(
+                self.method, self.endpoint, params=self.request_params, json=self.json, data=self.data, headers=self.headers
+            )
+        if self.response_check is not None and not _call_with_context(self.response_check, response, context):
+            raise AirflowException(
+                f"response_check returned a false value for Packly's answer to {self.method} {self.endpoint} "
+                f"(HTTP {response.status_code})."
+            )
+        if self.response_filter is not None:
+            return _call_with_context(self.response_filter, response, context)
+        if not response.content:
+            return None
+        from airflow_provider_packly.hooks.packly import json_body
+
+        return json_body(response)
+
+
+class PacklyDielineOperator(_PacklyBaseOperator):
+    """Download a box's die-cut template (PDF) to a file or object storage.
+
+    The body is streamed to ``output_path`` chunk by chunk, hashed while written, never held
+    whole in memory. A failed download leaves no partial file: a local file is written under a
+    temporary name beside the target and renamed into place (an earlier file stays intact); an
+    object-storage file is written in place and deleted on failure.
+
+    Returns ``{"path": str, "bytes": int, "sha256": hex}``.
+
+    :param article: Box type code, e.g. ``s020_v1`` (templated).
+    :param material: Material code, e.g. ``SBS300`` (templated).
+    :param width: Millimetres, positive, at most two decimals (templated); ``depth`` and
+        ``height`` likewise.
+    :param output_path: Where to write: a local path, a ``file://``/``s3://``/``gs://``... URL
+        (templated), or an ``airflow.sdk.ObjectStoragePath`` (which carries its own ``conn_id``).
+        Local parent folders are created.
+    :param output_conn_id: Storage connection for a string ``output_path`` (e.g. ``aws_default``
+        for ``s3://``) (templated; empty means none).
+    :param packly_conn_id: The ``packly`` connection.
+    """
+
+    template_fields = ("article", "material", "width", "depth", "height", "output_path", "output_conn_id")
+
+    def __init__(
+        self,
+        *,
+        article: str,
+        material: str,
+        width: float | str,
+        depth: float | str,
+        height: float | str,
+        output_path: str | ObjectStoragePath,
+        output_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check_dieline(article, material, width, depth, height, at_parse=True)
+        if isinstance(output_path, str) and not output_path.strip():
+            raise PacklyValidationError("output_path must not be empty.")
+        self.article = article
+        self.material = material
+        self.width = width
+        self.depth = depth
+        self.height = height
+        self.output_path = output_path
+        self.output_conn_id = output_conn_id
+
+    def _target(self) -> ObjectStoragePath:
+        from airflow.sdk import ObjectStoragePath
+
+        if isinstance(self.output_path, ObjectStoragePath):
+            return self.output_path
+        if not isinstance(self.output_path, (str, os.PathLike)) or not str(self.output_path).strip():
+            raise PacklyValidationError(f"output_path must be a path or URL; got {self.output_path!r}.")
+        return ObjectStoragePath(str(self.output_path).strip(), conn_id=self.output_conn_id or None)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        params = _check_dieline(self.article, self.material, self.width, self.depth, self.height, at_parse=False)
+        path = self._target()
+        local = path.protocol in _LOCAL_PROTOCOLS
+        if local:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
+        else:
+            partial = path
+        self.log.info("Downloading the Packly dieline %s to %s", params, path)
+        digest = hashlib.sha256()
+        size = 0
+        writing = False  # remove only what this run wrote: never an earlier object at ``path``
+        try:
+            with self.get_hook() as hook, hook.stream(
+                "GET", DIELINE_PATH, params=params, headers={"Accept": "application/pdf, application/json"}
+            ) as response:
+                head = b""
+                writing = True
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        if len(head) < len(_PDF_MAGIC):
+                            head += chunk[: len(_PDF_MAGIC) - len(head)]
+                            if not _PDF_MAGIC.startswith(head):
+                                kind = response.headers.get("content-type", "no content type").split(";")[0]
+                                raise PacklyError(
+                                    f"Packly's dieline answer is not a PDF ({kind}, starting {chunk[:16]!r}); "
+                                    "nothing was kept."
+                                )
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                if size < len(_PDF_MAGIC):
+                    raise PacklyError(
+                        f"Packly's dieline answer is {size} bytes long, too short to be a PDF; nothing was kept."
+                    )
+            if local:
+                os.replace(partial.path, path.path)  # atomic on one filesystem
+        except BaseException:
+            if writing:
+                _remove_quietly(partial)
+            raise
+        result = {"path": str(path), "bytes": size, "sha256": digest.hexdigest()}
+        self.log.info("Wrote the dieline: %s (%d bytes, sha256 %s)", result["path"], size, result["sha256"])
+        return result
+
+
+def _remove_quietly(path: ObjectStoragePath) -> None:
+    try:
+        if path.exists():
+            path.unlink()
+    except Exception:  # the original error matters more than a failed clean-up
+        pass
+
+
+def _check_dieline(article: Any, material: Any, width: Any, depth: Any, height: Any, *, at_parse: bool) -> dict[str, str]:
+    """``dieline_params`` for the values that are known: templated ones wait for execute time."""
+    values = {"article": article, "material": material, "width": width, "depth": depth, "height": height}
+    if at_parse:
+        # A stand-in that passes the rules lets the known values be checked now.
+        stand_in = {"article": "s001", "material": "SBS300", "width": 1, "depth": 1, "height": 1}
+        values = {key: stand_in[key] if is_templated(value) else value for key, value in values.items()}
+    return dieline_params(type="pdf", **values)
+
+
+def _literal(value: Any, name: str) -> Any:
+    """A rendered template that should have been a list or dict: parse JSON or a Python literal.
+
+    Jinja renders ``{{ params.boxes }}`` as the Python ``repr`` of the list unless the DAG sets
+    ``render_template_as_native_obj=True``.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text.startswith(("[", "(", "{")):
+        return value  # e.g. one status, "closed"
+    try:
+        return jsonlib.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise PacklyValidationError(
+            f"{name} rendered to a string that is neither JSON nor a Python literal: {text[:80]!r}."
+        ) from None
+
+
+def _check_items(items: Any, *, at_parse: bool) -> list[dict[str, Any]] | None:
+    if at_parse and isinstance(items, str):
+        return None  # a template: checked once rendered
+    items = _literal(items, "items")
+    if isinstance(items, Mapping) or not isinstance(items, Iterable) or isinstance(items, (str, bytes)):
+        raise PacklyValidationError(f"items must be a list of quotation items; got {type(items).__name__}.")
+    items = list(items)
+    if not items:
+        raise PacklyValidationError("A quotation needs at least one item.")
+    for index, item in enumerate(items):
+        if not (at_parse and is_templated(item)):
+            validate_quotation_item(item, index)
+    return items
+
+
+class PacklyQuotationOperator(_PacklyBaseOperator):
+    """Get Packly's prices for a list of items; return Packly's JSON answer as it came.
+
+    Each item: ``article``, ``material``, ``width``, ``depth``, ``height``, ``references``
+    (``[{"quantity": n}]``) or ``quantity``, optional ``printing``/``gold``/``silver``/
+    ``varnish`` booleans and ``manufacturing_time`` (see ``resources.validate_quotation_item``).
+    Packly documents the answer's shape only as far as ``request``; the rest is returned as is.
+
+    :param items: The items (templated; a template may render to JSON or a Python literal).
+    :param shipping: ISO 3166 two-letter country code; Packly's default is ``IT`` (templated).
+    :param packly_conn_id: The ``packly`` connection.
+    """
+
+    template_fields = ("items", "shipping")
+
+    def __init__(
+        self,
+        *,
+        items: Sequence[Mapping[str, Any]] | str,
+        shipping: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check_items(items, at_parse=True)
+        if not is_templated(shipping):
+            validate_shipping(shipping)
+        self.items = items
+        self.shipping = shipping
+
+    def execute(self, context: Context) -> Any:
+        items = _check_items(self.items, at_parse=False)
+        shipping = validate_shipping(self.shipping or None)
+        self.log.info("Asking Packly for a quotation of %d item(s)%s", len(items or ()), f" shipped to {shipping}" if shipping else "")
+        with self.get_hook() as hook:
+            return hook.get_quotation(items or [], shipping)
+
+
+def _parse_time(value: Any, name: str) -> dt.datetime | None:
+    """A timestamp (datetime or ISO-8601 text) as an aware UTC datetime; naive means UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise PacklyValidationError(f"{name} must be an ISO-8601 timestamp; got {value!r}.") from None
+    else:
+        raise PacklyValidationError(f"{name} must be a datetime or an ISO-8601 timestamp; got {value!r}.")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.astimezone(dt.timezone.utc)
+
+
+class PacklyOrdersOperator(_PacklyBaseOperator):
+    """List Packly orders, filtered by status and optionally by time; return them as a list.
+
+    Pages through ``/v1/reseller/orders`` only as far as needed: up to the last page, or until
+    ``max_orders`` orders matched.
+
+    **Time filter.** Packly documents no timestamp field on orders. If your orders carry one
+    (the local sandbox adds ``created_at``, its own field), name it in ``timestamp_field`` and
+    give ``since`` and/or ``until`` (``since <= timestamp < until``), or set
+    ``use_data_interval=True`` to use the run's data interval. An order without a readable
+    timestamp in that field fails the task, as it means the field name is wrong. Packly
+    documents no sort key either, so the time filter cannot stop paging early.
+
+    :param statuses: Keep only orders in these statuses (``None``: all) (templated).
+    :param since: Keep orders at or after this time: datetime or ISO-8601 (templated).
+    :param until: Keep orders before this time (templated).
+    :param use_data_interval: Use ``data_interval_start``/``data_interval_end`` where
+        ``since``/``until`` are not given.
+    :param timestamp_field: The order field holding a timestamp; required by a time filter.
+    :param max_orders: Stop after this many matching orders (``None``: no cap).
+    :param sort: ``desc`` (default) or ``asc``, as sent to Packly.
+    :param page_size: Orders per page (Packly's ``limit``).
+    :param packly_conn_id: The ``packly`` connection.
+    """
+
+    template_fields = ("statuses", "since", "until")
+
+    def __init__(
+        self,
+        *,
+        statuses: Collection[str] | None = None,
+        since: dt.datetime | str | None = None,
+        until: dt.datetime | str | None = None,
+        use_data_interval: bool = False,
+        timestamp_field: str | None = None,
+        max_orders: int | None = None,
+        sort: str = "desc",
+        page_size: int = 50,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if statuses is not None and not is_templated(statuses):
+            normalise_statuses(statuses, name="statuses", allowed=ORDER_STATUSES)
+        for name, value in (("since", since), ("until", until)):
+            if not is_templated(value):
+                _parse_time(value, name)
+        wants_time = bool(since) or bool(until) or use_data_interval
+        if wants_time and not (isinstance(timestamp_field, str) and timestamp_field.strip()):
+            raise PacklyValidationError(
+                "A time filter (since, until or use_data_interval) needs timestamp_field: Packly documents no "
+                "timestamp field on orders (the local sandbox's own field is 'created_at')."
+            )
+        if max_orders is not None and (isinstance(max_orders, bool) or not isinstance(max_orders, int) or max_orders <= 0):
+            raise PacklyValidationError(f"max_orders must be a positive whole number or None; got {max_orders!r}.")
+        orders_page_params(0, page_size, sort)
+        self.statuses = statuses
+        self.since = since
+        self.until = until
+        self.use_data_interval = use_data_interval
+        self.timestamp_field = timestamp_field
+        self.max_orders = max_orders
+        self.sort = sort
+        self.page_size = page_size
+
+    def _window(self, context: Context) -> tuple[dt.datetime | None, dt.datetime | None]:
+        since = _parse_time(self.since, "since")
+        until = _parse_time(self.until, "until")
+        if self.use_data_interval:
+            if since is None:
+                since = _parse_time(context.get("data_interval_start"), "data_interval_start")
+            if until is None:
+                until = _parse_time(context.get("data_interval_end"), "data_interval_end")
+            if since is None and until is None:
+                self.log.warning("use_data_interval is set but this run has no data interval; no time filter applied.")
+        return since, until
+
+    def _timestamp(self, order: Mapping[str, Any]) -> dt.datetime:
+        field = str(self.timestamp_field)
+        raw = order.get(field)
+        try:
+            parsed = _parse_time(raw, field)
+        except PacklyValidationError:
+            parsed = None
+        if parsed is None:
+            raise PacklyError(
+                f"Packly order {order.get('id')!r} has no readable timestamp in field {field!r} (found {raw!r}); "
+                "Packly documents no timestamp field, so check timestamp_field."
+            )
+        return parsed
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        statuses = None
+        if self.statuses is not None:
+            statuses = set(normalise_statuses(_literal(self.statuses, "statuses"), name="statuses", allowed=ORDER_STATUSES))
+        since, until = self._window(context)
+        timed = since is not None or until is not None
+        orders: list[dict[str, Any]] = []
+        seen = 0
+        with self.get_hook() as hook:
+            pages = hook.iter_orders(sort=self.sort, limit=self.page_size)
+            try:
+                for order in pages:
+                    seen += 1
+                    if statuses is not None and order.get("status") not in statuses:
+                        continue
+                    if timed:
+                        stamp = self._timestamp(order)
+                        if (since is not None and stamp < since) or (until is not None and stamp >= until):
+                            continue
+                    orders.append(order)
+                    if self.max_orders is not None and len(orders) >= self.max_orders:
+                        self.log.info("Reached max_orders=%d; paging stopped.", self.max_orders)
+                        break
+            finally:
+                pages.close()
+        self.log.info("Packly listed %d order(s); %d matched.", seen, len(orders))
+        return orders
