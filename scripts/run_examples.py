@@ -168,7 +168,7 @@ def run_examples(workdir: Path, *, port: int = 8089, dag_ids: Sequence[str] = DA
             output = completed.stdout + completed.stderr
             log_path = workdir / "logs" / f"{dag_id}.log"
             log_path.write_text(output)
-            results = [line.split(RESULT_MARKER, 1)[1].strip() for line in output.splitlines() if RESULT_MARKER in line]
+            results = [_result_text(line) for line in output.splitlines() if RESULT_MARKER in line]
             run = DagRun(dag_id, completed.returncode, results, log_path, output)
             dag_runs.append(run)
             status = "success" if run.ok else f"FAILED (exit {run.returncode}; log: {log_path})"
@@ -177,6 +177,16 @@ def run_examples(workdir: Path, *, port: int = 8089, dag_ids: Sequence[str] = DA
                 say(f"     {result}")
         stats = _sandbox_stats(base_url)
     return ExampleRun(base_url, connection_output, connection_ok, dag_runs, stats)
+
+
+def _result_text(line: str) -> str:
+    """The JSON a DAG logged after ``Packly result:``, as ``key=value`` pairs (log decoration dropped)."""
+    text = line.split(RESULT_MARKER, 1)[1]
+    try:
+        result = json.loads(text[text.index("{") : text.rindex("}") + 1])
+    except ValueError:
+        return text.strip()
+    return ", ".join(f"{key}={json.dumps(value)}" for key, value in result.items())
 
 
 def _sandbox_stats(base_url: str) -> dict[str, object]:
