@@ -384,7 +384,8 @@ class TokenSource:
     """The tokens of one Packly connection: cached in ``cache``, fetched with the given senders.
 
     ``send``/``asend`` send one request and return the read response; they are the only I/O.
-    ``on_new_token`` is told of each token this source fetched (the hook masks it in logs).
+    ``on_new_token`` (sync fetches) and ``aon_new_token`` (async fetches) are told of each token
+    this source fetched: the hook registers it with Airflow's secrets masker.
     """
 
     def __init__(
@@ -395,6 +396,7 @@ class TokenSource:
         asend: Callable[[httpx.Request], Awaitable[httpx.Response]],
         cache: TokenCache = TOKEN_CACHE,
         on_new_token: Callable[[AccessToken], None] | None = None,
+        aon_new_token: Callable[[AccessToken], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.connection = connection
@@ -403,6 +405,7 @@ class TokenSource:
         self._asend = asend
         self._cache = cache
         self._on_new_token = on_new_token
+        self._aon_new_token = aon_new_token
         self._clock = clock
 
     def get(self) -> AccessToken:
@@ -422,7 +425,10 @@ class TokenSource:
             response = self._send(request)
         except httpx.TransportError as exc:
             raise transport_error(exc, request) from exc
-        return self._accept(response, sent_at)
+        token = parse_token_response(self.connection, response, sent_at)
+        if self._on_new_token is not None:
+            self._on_new_token(token)
+        return token
 
     async def afetch_uncached(self) -> AccessToken:
         """``fetch_uncached`` for coroutines."""
@@ -432,12 +438,9 @@ class TokenSource:
             response = await self._asend(request)
         except httpx.TransportError as exc:
             raise transport_error(exc, request) from exc
-        return self._accept(response, sent_at)
-
-    def _accept(self, response: httpx.Response, sent_at: float) -> AccessToken:
         token = parse_token_response(self.connection, response, sent_at)
-        if self._on_new_token is not None:
-            self._on_new_token(token)
+        if self._aon_new_token is not None:
+            await self._aon_new_token(token)
         return token
 
 

@@ -106,6 +106,7 @@ class PacklyHook(BaseHook):
                     asend=self._asend_token_request,
                     cache=self._token_cache,
                     on_new_token=_mask_token,
+                    aon_new_token=_amask_token,
                 )
                 self._auth = PacklyBearerAuth(self._tokens)
             return self._tokens
@@ -446,12 +447,24 @@ def _order_not_found(order_id: str) -> PacklyOrderNotFound:
 
 
 def _mask_token(token: AccessToken) -> None:
-    """Defence in depth: Airflow's masker hides the token if it ever reaches a task log."""
+    """Defence in depth: Airflow's masker hides the token if anything else ever logs it."""
     try:
         from airflow.sdk.log import mask_secret
 
         mask_secret(token.value)
     except Exception:  # masking is best effort; the provider never logs tokens anyway
+        pass
+
+
+async def _amask_token(token: AccessToken) -> None:
+    """``_mask_token`` on an event loop: the sync call would block it on a supervisor round trip."""
+    try:
+        from airflow.sdk import log as sdk_log
+
+        amask_secret = getattr(sdk_log, "amask_secret", None)
+        if amask_secret is not None:  # Airflow 3.3+; 3.2 has only the blocking call, so skip it there
+            await amask_secret(token.value)
+    except Exception:
         pass
 
 

@@ -233,3 +233,25 @@ async def test_async_connection_lookup_from_environment_variable(monkeypatch):
     async with PacklyHook("packly_async", async_transport=httpx.MockTransport(FakePackly())) as hook:
         assert (await hook.aget_conn()).conn_id == "packly_async"
         assert await hook.aget_token() == "tok-1"
+
+
+def test_each_new_token_is_registered_with_the_secrets_masker(make_connection, mocker):
+    mask = mocker.patch("airflow.sdk.log.mask_secret")
+    with hook_for(FakePackly(), make_connection()) as hook:
+        hook.request("GET", "/v1/reseller/orders")
+        hook.request("GET", "/v1/reseller/orders")
+    mask.assert_called_once_with("tok-1")
+
+
+@pytest.mark.anyio
+async def test_async_masking_never_makes_the_blocking_call(make_connection, mocker):
+    import airflow.sdk.log as sdk_log
+
+    blocking = mocker.patch("airflow.sdk.log.mask_secret")
+    if hasattr(sdk_log, "amask_secret"):
+        amask = mocker.patch("airflow.sdk.log.amask_secret", new=mocker.AsyncMock())
+    async with hook_for(FakePackly(), make_connection()) as hook:
+        await hook.arequest("GET", "/v1/reseller/orders")
+    blocking.assert_not_called()
+    if hasattr(sdk_log, "amask_secret"):
+        amask.assert_awaited_once_with("tok-1")
