@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import weakref
 from typing import Any, AsyncIterator, Iterable, Iterator, Mapping
 
 import httpx
@@ -47,6 +48,11 @@ class PacklyHook(BaseHook):
     :param connection: Settings to use instead of looking ``packly_conn_id`` up (outside Airflow).
     :param transport: An ``httpx`` transport for the sync client (tests use ``httpx.MockTransport``).
     :param async_transport: The same for the async client.
+    :param shared_async_client: Use one ``AsyncClient`` per event loop and connection settings,
+        shared with every other hook that asks for it, instead of one per hook. For triggers: a
+        triggerer with a thousand waiting sensors then keeps one connection pool, not a thousand.
+        The shared client is closed when its event loop shuts down its async generators (as
+        ``asyncio.run`` and the triggerer do), or by ``PacklyHook.aclose_shared_clients()``.
     """
 
     conn_name_attr = "packly_conn_id"
@@ -62,8 +68,10 @@ class PacklyHook(BaseHook):
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
         token_cache: TokenCache = TOKEN_CACHE,
+        shared_async_client: bool = False,
     ) -> None:
         super().__init__()
+        self.shared_async_client = shared_async_client
         self.packly_conn_id = packly_conn_id
         self._connection = connection
         self._transport = transport
@@ -161,6 +169,8 @@ class PacklyHook(BaseHook):
         """The hook's one async client, bound to the running event loop."""
         connection = await self.aget_conn()
         self._token_source(connection)
+        if self.shared_async_client:
+            return await _SHARED_ASYNC_CLIENTS.get(connection, self._async_transport)
         loop = _running_loop()
         with self._lock:
             if self._aclient is not None and self._aclient_loop is not loop:
@@ -179,8 +189,13 @@ class PacklyHook(BaseHook):
         if client is not None:
             client.close()
 
+    @staticmethod
+    async def aclose_shared_clients() -> None:
+        """Close the running event loop's shared async clients (see ``shared_async_client``)."""
+        await _SHARED_ASYNC_CLIENTS.aclose_for_running_loop()
+
     async def aclose(self) -> None:
-        """Close both clients."""
+        """Close both clients (a shared async client stays open for the other hooks)."""
         self.close()
         with self._lock:
             aclient, self._aclient = self._aclient, None
@@ -371,6 +386,56 @@ class PacklyHook(BaseHook):
             f"Packly {connection.environment} environment at {connection.base_url} issued an access token "
             f"to client ID {connection.client_id!r}, valid until {valid_until}."
         )
+
+
+class _SharedAsyncClients:
+    """One ``AsyncClient`` per (event loop, connection settings, transport) for opted-in hooks.
+
+    A client's pool belongs to the loop that opened it, hence one set per loop. Each set is
+    closed by an async generator registered with its loop: ``loop.shutdown_asyncgens()`` (run
+    by ``asyncio.run`` and at triggerer shutdown) finalises it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[dict[Any, httpx.AsyncClient], Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def get(self, connection: PacklyConnection, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._by_loop.get(loop)
+        if entry is None:
+            clients: dict[Any, httpx.AsyncClient] = {}
+            closer = _close_at_loop_shutdown(clients)
+            await closer.__anext__()  # registers it with the loop's async-generator hooks
+            with self._lock:
+                entry = self._by_loop.setdefault(loop, (clients, closer))
+        clients = entry[0]
+        key = (connection, transport)
+        client = clients.get(key)
+        if client is None or client.is_closed:
+            client = clients[key] = httpx.AsyncClient(transport=transport, **_client_options(connection))
+        return client
+
+    async def aclose_for_running_loop(self) -> None:
+        with self._lock:
+            entry = self._by_loop.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[1].aclose()
+
+
+async def _close_at_loop_shutdown(clients: dict[Any, httpx.AsyncClient]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        for client in list(clients.values()):
+            await client.aclose()
+        clients.clear()
+
+
+_SHARED_ASYNC_CLIENTS = _SharedAsyncClients()
 
 
 # -- shared rules (sync and async alike) --------------------------------------------------------

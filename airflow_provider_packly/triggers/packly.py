@@ -126,7 +126,8 @@ class PacklyOrderStatusTrigger(BaseTrigger):
     def _make_hook(self) -> Any:
         from airflow_provider_packly.hooks.packly import PacklyHook
 
-        return PacklyHook(self.packly_conn_id)
+        # One connection pool per triggerer loop, however many triggers wait (see the hook).
+        return PacklyHook(self.packly_conn_id, shared_async_client=True)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         payload = await self._wait()
