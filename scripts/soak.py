@@ -97,7 +97,45 @@ def _plan(index: int) -> str:
     return ("write", "write", "read-write", "read-orders", "write", "read-write", "read-orders", "write", "read-orders", "read-write")[index % 10]
 
 
-def _check_read(kind: str, body: Any, key: str, acknowledged_before_read: bool) -> bool:
+@dataclass(frozen=True)
+class _SoakCall:
+    """One call of the soak: what to send, and how to judge its outcome (sync and async alike)."""
+
+    kind: str  # "write", "read-write" (read back an earlier write) or "read-orders"
+    key: str
+    method: str
+    path: str
+    body: dict[str, Any] | None
+    acknowledged_before: bool  # for a read-back: was that write acknowledged before this read was sent?
+
+    @classmethod
+    def plan(cls, prefix: str, index: int, acknowledged: set[str]) -> _SoakCall:
+        kind = _plan(index)
+        if kind == "write":
+            key = f"{prefix}{index}"
+            return cls(kind, key, "POST", WRITES, {"key": key, "value": index}, False)
+        key = f"{prefix}{index - 2}"
+        path = f"{WRITES}/{key}" if kind == "read-write" else ORDERS
+        return cls(kind, key, "GET", path, None, key in acknowledged)
+
+    def record_success(self, body: Any, tally: Tally, acknowledged: set[str]) -> None:
+        with tally.lock:
+            if self.kind == "write":
+                acknowledged.add(self.key)
+                tally.acknowledged_writes.append(self.key)
+            elif not _check_read(self.kind, body, self.acknowledged_before):
+                tally.lost_reads.append(f"{self.kind} {self.key}")
+        tally.add(f"{self.kind} ok")
+
+    def record_failure(self, error: BaseException, tally: Tally) -> None:
+        typed = isinstance(error, PacklyError)  # an untyped failure is a defect: counted, soak goes on
+        tally.add(f"{self.kind} {'failed' if typed else 'UNTYPED'}", error)
+        if self.kind == "write":
+            with tally.lock:
+                tally.failed_writes.append(self.key)
+
+
+def _check_read(kind: str, body: Any, acknowledged_before_read: bool) -> bool:
     """Whether a successful read returned the data the sandbox holds.
 
     A write acknowledged before the read was sent must read as applied once; one still in
@@ -130,56 +168,22 @@ def run_soak(calls: int = 5000, *, seed: int = 7, fault_rate: float = 0.12, thre
         )
 
         def one_sync(hook: PacklyHook, index: int) -> None:
-            kind, key = _plan(index), f"s{index}"
+            call = _SoakCall.plan("s", index, acknowledged)
             try:
-                if kind == "write":
-                    hook.request("POST", WRITES, json={"key": key, "value": index})
-                    with tally.lock:
-                        acknowledged.add(key)
-                        tally.acknowledged_writes.append(key)
-                else:
-                    read_key = f"s{index - 2}"
-                    acknowledged_before = read_key in acknowledged
-                    body = hook.request("GET", f"{WRITES}/{read_key}" if kind == "read-write" else ORDERS).json()
-                    if not _check_read(kind, body, read_key, acknowledged_before):
-                        with tally.lock:
-                            tally.lost_reads.append(f"{kind} {read_key}")
-            except PacklyError as exc:
-                tally.add(f"{kind} failed", exc)
-                if kind == "write":
-                    with tally.lock:
-                        tally.failed_writes.append(key)
-                return
-            except Exception as exc:  # an untyped failure is a defect: count it, keep soaking
-                tally.add(f"{kind} UNTYPED", exc)
-                return
-            tally.add(f"{kind} ok")
+                response = hook.request(call.method, call.path, json=call.body)
+            except Exception as exc:
+                call.record_failure(exc, tally)
+            else:
+                call.record_success(response.json(), tally, acknowledged)
 
         async def one_async(hook: PacklyHook, index: int) -> None:
-            kind, key = _plan(index), f"a{index}"
+            call = _SoakCall.plan("a", index, acknowledged)
             try:
-                if kind == "write":
-                    await hook.arequest("POST", WRITES, json={"key": key, "value": index})
-                    with tally.lock:
-                        acknowledged.add(key)
-                        tally.acknowledged_writes.append(key)
-                else:
-                    read_key = f"a{index - 2}"
-                    acknowledged_before = read_key in acknowledged
-                    response = await hook.arequest("GET", f"{WRITES}/{read_key}" if kind == "read-write" else ORDERS)
-                    if not _check_read(kind, response.json(), read_key, acknowledged_before):
-                        with tally.lock:
-                            tally.lost_reads.append(f"{kind} {read_key}")
-            except PacklyError as exc:
-                tally.add(f"{kind} failed", exc)
-                if kind == "write":
-                    with tally.lock:
-                        tally.failed_writes.append(key)
-                return
+                response = await hook.arequest(call.method, call.path, json=call.body)
             except Exception as exc:
-                tally.add(f"{kind} UNTYPED", exc)
-                return
-            tally.add(f"{kind} ok")
+                call.record_failure(exc, tally)
+            else:
+                call.record_success(response.json(), tally, acknowledged)
 
         def sync_worker(worker: int) -> None:
             with PacklyHook(connection=connection) as hook:
