@@ -167,6 +167,9 @@ class PacklyHook(BaseHook):
 
     async def aget_client(self) -> httpx.AsyncClient:
         """The hook's one async client, bound to the running event loop."""
+        client = self._aclient
+        if client is not None and self._aclient_loop is _running_loop():
+            return client
         connection = await self.aget_conn()
         self._token_source(connection)
         if self.shared_async_client:
