@@ -1,0 +1,127 @@
+"""The benchmark suite's quick mode, end to end: the report has every section and sane values.
+
+Never asserts a time: the machine is shared and small. Skipped unless the ``bench`` dependency
+group is installed (``./dev bench`` installs it; ``./dev test`` does not).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_SKIP = "needs the 'bench' dependency group, which ./dev test does not install (./dev bench does)"
+for _module in ("httpx_auth", "authlib", "airflow.providers.http", "httpx_aiohttp", "matplotlib"):
+    pytest.importorskip(_module, reason=_SKIP)
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("bench")
+    results = out / "results.json"
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--output-dir",
+            str(out),
+            "--json",
+            str(results),
+        ],
+        cwd=REPO,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    assert "goals:" in finished.stdout
+    return out, json.loads(results.read_text())
+
+
+def test_the_report_has_every_section_and_plot(quick_run):
+    from benchmarks.report import CONCURRENCY_PLOT, OVERHEAD_PLOT, SECTIONS
+
+    out, _ = quick_run
+    text = (out / "benchmarks.md").read_text()
+    positions = [text.find(section) for section in SECTIONS]
+    assert all(p >= 0 for p in positions), [s for s, p in zip(SECTIONS, positions) if p < 0]
+    assert positions == sorted(positions)
+    assert "Quick mode" in text
+    for name in (CONCURRENCY_PLOT, OVERHEAD_PLOT):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+        assert f"]({name})" in text
+
+
+def _finite_positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_every_ratio_is_a_finite_positive_number(quick_run):
+    _, results = quick_run
+    comparisons = [results["in_process"]["sync"], results["in_process"]["async"]]
+    comparisons += [results["loopback"]["sync"], results["loopback"]["async"]]
+    for comparison in comparisons:
+        rows = comparison["contenders"]
+        assert comparison["baseline"] in rows
+        assert rows[comparison["baseline"]]["ratio"]["median"] == pytest.approx(1.0)
+        measured = [name for name, row in rows.items() if row["ratio"] is not None]
+        assert len(measured) >= 4
+        for name in measured:
+            for stat in ("median", "min", "max"):
+                assert _finite_positive(rows[name]["ratio"][stat]), (
+                    comparison["title"],
+                    name,
+                    stat,
+                )
+            assert rows[name]["failures"] == 0 or name == "airflow-httpasynchook-run"
+    # Only aiohttp-based clients lack an in-process transport.
+    assert set(results["in_process"]["async"]["contenders"]) - {
+        n for n, r in results["in_process"]["async"]["contenders"].items() if r["ratio"] is not None
+    } == {
+        "airflow-httpasynchook-session",
+        "airflow-httpasynchook-run",
+        "raw-httpx-aiohttp",
+        "packly-hook-aiohttp",
+    }
+    for by_level in results["loopback"]["sweep"]["throughput"].values():
+        assert all(_finite_positive(point["median"]) for point in by_level.values())
+
+
+def test_token_counts_are_whole_numbers_and_the_stall_is_measured(quick_run):
+    _, results = quick_run
+    counts = results["tokens"]["counts"]
+    assert {"PacklyHook", "httpx-auth", "Authlib (auto-refresh)", "Authlib (fetch_token)"} <= set(
+        counts
+    )
+    for row in counts.values():
+        for case in ("coroutines", "threads", "wrong_credentials"):
+            assert isinstance(row[case], int) and row[case] >= 1
+    for row in results["tokens"]["stall"].values():
+        assert _finite_positive(row["worst_gap_ms"]["median"])
+
+
+def test_triggerer_import_and_goal_sections_are_filled(quick_run):
+    _, results = quick_run
+    trigger = results["triggerer"]
+    assert isinstance(trigger["scale"]["token_requests"], int)
+    assert isinstance(trigger["scale"]["sockets_max"], int)
+    assert trigger["scale"]["finished_early"] == 0
+    assert _finite_positive(trigger["memory"]["bytes_per_trigger"])
+    assert _finite_positive(trigger["scale"]["lag_p99_ms"] + 1)
+    assert _finite_positive(results["imports"]["provider_ms"]["median"])
+    goals = results["goals"]
+    assert {goal["section"] for goal in goals} == {"1", "2", "3", "4", "5"}
+    assert all(isinstance(goal["met"], bool) and goal["measured"] for goal in goals)
+    assert results["machine"]["cpu_count"] >= 1
