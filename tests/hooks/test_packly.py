@@ -255,3 +255,46 @@ async def test_async_masking_never_makes_the_blocking_call(make_connection, mock
     blocking.assert_not_called()
     if hasattr(sdk_log, "amask_secret"):
         amask.assert_awaited_once_with("tok-1")
+
+
+def test_one_tls_context_per_process_built_off_the_event_loop(make_connection, mocker, monkeypatch):
+    import asyncio
+    import threading
+
+    import airflow_provider_packly.hooks.packly as module
+
+    monkeypatch.setattr(module, "_ssl", None)
+    real = httpx.create_ssl_context
+    built_on: list[str] = []
+
+    def counting_create_ssl_context(*args, **kwargs):
+        built_on.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    mocker.patch("httpx.create_ssl_context", side_effect=counting_create_ssl_context)
+
+    async def main() -> None:
+        for _ in range(3):
+            async with hook_for(FakePackly(), make_connection()) as hook:
+                await hook.arequest("GET", "/v1/reseller/orders")
+
+    asyncio.run(main())
+    for _ in range(3):
+        with hook_for(FakePackly(), make_connection()) as hook:
+            hook.request("GET", "/v1/reseller/orders")
+    assert len(built_on) == 1
+    assert built_on[0] != threading.main_thread().name  # built in a worker thread, not on the loop
+
+
+def test_masker_registration_stops_at_the_cap(make_connection, mocker, monkeypatch):
+    import itertools
+
+    import airflow_provider_packly.hooks.packly as module
+
+    monkeypatch.setattr(module, "MAX_MASKED_TOKENS", 3)
+    monkeypatch.setattr(module, "_masked_tokens", itertools.count())
+    mask = mocker.patch("airflow.sdk.log.mask_secret")
+    for n in range(5):
+        with hook_for(FakePackly(), make_connection(client_secret=f"secret-{n}")) as hook:
+            hook.get_token()
+    assert mask.call_count == 3
