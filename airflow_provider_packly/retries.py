@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
+#: No response with another status is ever retried (``reason`` says which of these are).
+_STATUSES_WORTH_A_LOOK = RETRYABLE_STATUSES | {429}
 #: Failures after which the request was provably never sent.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 #: Set on a request (``request.extensions``) to retry a POST as if it were idempotent.
@@ -130,6 +132,9 @@ class RetryPolicy:
             outcome: httpx.Response | httpx.TransportError = send_once(request)
         except httpx.TransportError as exc:
             outcome = exc
+        else:
+            if outcome.status_code not in _STATUSES_WORTH_A_LOOK:
+                return outcome  # the usual case, decided without building anything
         if self.reason(request, outcome) is None:
             return _unwrap(outcome)
         return self.retrying()(_replay_first(outcome, send_once), request)
@@ -142,6 +147,9 @@ class RetryPolicy:
             outcome: httpx.Response | httpx.TransportError = await send_once(request)
         except httpx.TransportError as exc:
             outcome = exc
+        else:
+            if outcome.status_code not in _STATUSES_WORTH_A_LOOK:
+                return outcome
         if self.reason(request, outcome) is None:
             return _unwrap(outcome)
         return await self.aretrying()(_areplay_first(outcome, send_once), request)
