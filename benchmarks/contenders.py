@@ -110,21 +110,22 @@ class RawHttpx(SyncContender):
         self.client.close()
 
 
+def _httpx_auth(target: Target) -> Any:
+    """httpx-auth's client-credentials flow against ``target`` (its token fetch is always sync)."""
+    import httpx_auth
+
+    token_client = httpx.Client(transport=target.transport()) if target.in_process else None
+    return httpx_auth.OAuth2ClientCredentials(
+        target.token_url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, scope="external", client=token_client
+    )
+
+
 class HttpxAuth(SyncContender):
     name = "httpx-auth"
     label = "httpx-auth OAuth2ClientCredentials"
 
     def __init__(self, target: Target) -> None:
-        import httpx_auth
-
-        token_client = httpx.Client(transport=target.transport()) if target.in_process else None
-        self.auth = httpx_auth.OAuth2ClientCredentials(
-            target.token_url,
-            client_id=CLIENT_ID,
-            client_secret=CLIENT_SECRET,
-            scope="external",
-            client=token_client,
-        )
+        self.auth = _httpx_auth(target)
         self.client = httpx.Client(
             base_url=target.base_url, auth=self.auth, transport=target.transport()
         )
@@ -315,16 +316,7 @@ class AsyncHttpxAuth(AsyncContender):
     label = "httpx-auth OAuth2ClientCredentials on httpx.AsyncClient"
 
     def __init__(self, target: Target) -> None:
-        import httpx_auth
-
-        token_client = httpx.Client(transport=target.transport()) if target.in_process else None
-        self.auth = httpx_auth.OAuth2ClientCredentials(
-            target.token_url,
-            client_id=CLIENT_ID,
-            client_secret=CLIENT_SECRET,
-            scope="external",
-            client=token_client,
-        )
+        self.auth = _httpx_auth(target)
         self.target = target
 
     async def open(self) -> None:
