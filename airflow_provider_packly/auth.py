@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 import httpx
 
 from airflow_provider_packly.connection import PacklyConnection
-from airflow_provider_packly.exceptions import PacklyAuthError, read_error_body, transport_error
+from airflow_provider_packly.exceptions import PacklyAuthError, read_error_body
 from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, attempts_made
 
 __all__ = [
@@ -400,7 +400,8 @@ TOKEN_CACHE = TokenCache()
 class TokenSource:
     """The tokens of one Packly connection: cached in ``cache``, fetched with the given senders.
 
-    ``send``/``asend`` send one request and return the read response; they are the only I/O.
+    ``send``/``asend`` send one request and return the read response; they are the only I/O
+    (the hook's, which also retry and turn transport failures into ``PacklyTransportError``).
     ``on_new_token`` (sync fetches) and ``aon_new_token`` (async fetches) are told of each token
     this source fetched: the hook registers it with Airflow's secrets masker.
     """
@@ -437,12 +438,7 @@ class TokenSource:
     def fetch_uncached(self) -> AccessToken:
         """A new token straight from Packly, bypassing the cache (connection tests)."""
         sent_at = self._clock()
-        request = build_token_request(self.connection)
-        try:
-            response = self._send(request)
-        except httpx.TransportError as exc:
-            raise transport_error(exc, request) from exc
-        token = parse_token_response(self.connection, response, sent_at)
+        token = parse_token_response(self.connection, self._send(build_token_request(self.connection)), sent_at)
         if self._on_new_token is not None:
             self._on_new_token(token)
         return token
@@ -450,12 +446,7 @@ class TokenSource:
     async def afetch_uncached(self) -> AccessToken:
         """``fetch_uncached`` for coroutines."""
         sent_at = self._clock()
-        request = build_token_request(self.connection)
-        try:
-            response = await self._asend(request)
-        except httpx.TransportError as exc:
-            raise transport_error(exc, request) from exc
-        token = parse_token_response(self.connection, response, sent_at)
+        token = parse_token_response(self.connection, await self._asend(build_token_request(self.connection)), sent_at)
         if self._aon_new_token is not None:
             await self._aon_new_token(token)
         return token

@@ -28,6 +28,7 @@ __all__ = [
     "dieline_params",
     "find_order",
     "is_last_page",
+    "is_order",
     "orders_page_params",
     "quotation_params",
     "read_dieline_json",
@@ -258,8 +259,13 @@ class OrderPager:
         return orders
 
 
+def is_order(order: Mapping[str, Any], order_id: str) -> bool:
+    """Whether ``order`` is the one with ``order_id`` (Packly sends ids as strings)."""
+    return str(order.get("id")) == order_id
+
+
 def find_order(orders: Iterable[Mapping[str, Any]], order_id: str) -> dict[str, Any] | None:
     for order in orders:
-        if str(order.get("id")) == order_id:
+        if is_order(order, order_id):
             return dict(order)
     return None

@@ -34,6 +34,7 @@ from airflow_provider_packly.resources import (
     bracket_encode,
     dieline_params,
     find_order,
+    is_order,
     quotation_params,
     read_dieline_json,
 )
@@ -368,8 +369,8 @@ class PacklyHook(BaseHook):
     async def aget_order(self, order_id: str, *, sort: str = "desc", limit: int = 50) -> dict[str, Any]:
         """``get_order`` for coroutines."""
         async for order in self.aiter_orders(sort=sort, limit=limit):
-            if find_order([order], order_id) is not None:
-                return order
+            if is_order(order, order_id):
+                return dict(order)
         raise _order_not_found(order_id)
 
     # -- connection test ----------------------------------------------------------------------

@@ -109,12 +109,16 @@ class _PacklyOrderConditionSensor(_PacklySensorBase):
 
     template_fields = ("order_id",)
     ui_color = "#f2e6ff"
+    #: What a subclass waits for: the ``OrderCondition`` kind and the statuses meaning success.
+    condition_kind: str
+    default_target_statuses: tuple[str, ...]
 
     def __init__(
         self,
         *,
         order_id: str,
-        condition: OrderCondition,
+        target_statuses: Collection[str] | None = None,
+        failure_statuses: Collection[str] = ("canceled", "deleted"),
         page_size: int = 50,
         **kwargs: Any,
     ) -> None:
@@ -123,8 +127,15 @@ class _PacklyOrderConditionSensor(_PacklySensorBase):
             _check_order_id(order_id)
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size <= 0:
             raise PacklyValidationError(f"page_size must be a positive whole number; got {page_size!r}.")
+        condition = OrderCondition(
+            self.condition_kind,
+            tuple(_as_list(self.default_target_statuses if target_statuses is None else target_statuses)),
+            tuple(_as_list(failure_statuses)),
+        )
         self.order_id = order_id
         self.condition = condition
+        self.target_statuses = condition.target_statuses
+        self.failure_statuses = condition.failure_statuses
         self.page_size = page_size
 
     def _result_value(self, order_id: str, order_status: Any, product_statuses: Any) -> dict[str, Any]:
@@ -208,26 +219,16 @@ class PacklyOrderStatusSensor(_PacklyOrderConditionSensor):
     Returns ``{"order_id", "order_status", "product_statuses"}``.
 
     :param order_id: The order (templated), e.g. ``"{{ params.order_id }}"``.
-    :param target_statuses: Order statuses that mean success.
-    :param failure_statuses: Order statuses that mean failure.
+    :param target_statuses: Order statuses that mean success (default ``closed``).
+    :param failure_statuses: Order statuses that mean failure (default ``canceled``, ``deleted``).
     :param packly_conn_id: The ``packly`` connection.
     :param page_size: ``limit`` when paging through ``/v1/reseller/orders`` (Packly documents
         no by-id endpoint).
     :param deferrable: Wait on the triggerer; default ``[operators] default_deferrable``.
     """
 
-    def __init__(
-        self,
-        *,
-        order_id: str,
-        target_statuses: Collection[str] = ("closed",),
-        failure_statuses: Collection[str] = ("canceled", "deleted"),
-        **kwargs: Any,
-    ) -> None:
-        condition = OrderCondition("order_status", tuple(_as_list(target_statuses)), tuple(_as_list(failure_statuses)))
-        super().__init__(order_id=order_id, condition=condition, **kwargs)
-        self.target_statuses = condition.target_statuses
-        self.failure_statuses = condition.failure_statuses
+    condition_kind = "order_status"
+    default_target_statuses = ("closed",)
 
 
 class PacklyOrderProductsShippedSensor(_PacklyOrderConditionSensor):
@@ -235,21 +236,12 @@ class PacklyOrderProductsShippedSensor(_PacklyOrderConditionSensor):
 
     Fails at once when the order's status or any product's status is one of
     ``failure_statuses`` (``canceled``, ``deleted``); an order listing no products keeps
-    the sensor waiting. Otherwise as ``PacklyOrderStatusSensor``.
+    the sensor waiting. ``target_statuses`` defaults to ``shipped``. Otherwise as
+    ``PacklyOrderStatusSensor``.
     """
 
-    def __init__(
-        self,
-        *,
-        order_id: str,
-        target_statuses: Collection[str] = ("shipped",),
-        failure_statuses: Collection[str] = ("canceled", "deleted"),
-        **kwargs: Any,
-    ) -> None:
-        condition = OrderCondition("products_status", tuple(_as_list(target_statuses)), tuple(_as_list(failure_statuses)))
-        super().__init__(order_id=order_id, condition=condition, **kwargs)
-        self.target_statuses = condition.target_statuses
-        self.failure_statuses = condition.failure_statuses
+    condition_kind = "products_status"
+    default_target_statuses = ("shipped",)
 
 
 def _as_list(value: Any) -> list[Any]:
