@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -33,12 +32,11 @@ import pytest
 
 from airflow_provider_packly.sandbox import SandboxConfig, run_sandbox
 
-from ..triggers.fakes import sandbox_connection_json
+from scripts.run_examples import DAG_IDS, airflow_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "example_dags"
 AIRFLOW = Path(sys.executable).with_name("airflow")
-DAG_IDS = ("packly_quickstart", "packly_dieline_to_storage", "packly_quote_then_wait_for_order")
 RUN_TIMEOUT = 180
 
 
@@ -120,17 +118,9 @@ def sandbox(clock):
 
 @pytest.fixture(scope="module")
 def airflow_env(sandbox, tmp_path_factory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW_CONN_PACKLY_DEFAULT": sandbox_connection_json(sandbox.base_url),
-            "PYTHONUNBUFFERED": "1",  # lines arrive as they are logged
-        }
-    )
+    # The same environment as the README's main command (scripts/run_examples.py).
+    env = airflow_environment(tmp_path_factory.mktemp("airflow-home"), sandbox.base_url)
+    env["PYTHONUNBUFFERED"] = "1"  # lines arrive as they are logged
     # `airflow dags test` runs tasks through Airflow's in-process execution API. If Airflow cannot
     # build that API in this environment (a dependency of Airflow's: see the floor group's pins in
     # pyproject.toml), no DAG can run: fail with that cause rather than three opaque task errors.

@@ -1,8 +1,59 @@
-"""Shared helpers for the sandbox tests: a fake clock and a structural PDF check."""
+"""Shared helpers for the sandbox tests: a fake clock, a structural PDF check, the command line."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class CliSandbox:
+    """A ``python -m airflow_provider_packly.sandbox`` process: where it listens, what it said."""
+
+    process: subprocess.Popen[str]
+    first_line: str
+    base_url: str
+    out: str = ""
+    err: str = ""
+
+
+@contextmanager
+def sandbox_cli(*args: str) -> Iterator[CliSandbox]:
+    """Start the sandbox's command line on a free port; on exit stop it with SIGTERM.
+
+    ``out``/``err`` hold the rest of its output once the block has ended; the test checks
+    ``process.returncode`` (a clean stop is 0).
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "airflow_provider_packly.sandbox", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        running = CliSandbox(process, line, match.group(1))
+        yield running
+        process.send_signal(signal.SIGTERM)
+        running.out, running.err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 class FakeClock:

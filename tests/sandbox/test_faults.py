@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,7 +30,8 @@ from airflow_provider_packly.sandbox.faults import (
 )
 from airflow_provider_packly.sandbox.server import RunningSandbox
 
-ROOT = Path(__file__).resolve().parents[2]
+from .helpers import ROOT, sandbox_cli
+
 AUTH = ("sandbox-client-id", "sandbox-client-secret")
 TOKEN_FORM = {"grant_type": "client_credentials", "scope": "external"}
 ORDERS = "/v1/reseller/orders"
@@ -542,47 +540,14 @@ async def test_stats_report_faults_revocations_and_writes() -> None:
 
 # -- command line ----------------------------------------------------------------------------------
 def test_command_line_fault_flags() -> None:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_packly.sandbox",
-            "--port",
-            "0",
-            "--fault-rate",
-            "1",
-            "--fault-kinds",
-            "429",
-            "--retry-after",
-            "4",
-            "--fault-seed",
-            "9",
-            "--token-fault-rate",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-        assert match, line
-        assert "faults: rate 1.0 (429)" in line and "seed 9" in line
-        with httpx.Client(base_url=match.group(1)) as client:
+    flags = ("--fault-rate", "1", "--fault-kinds", "429", "--retry-after", "4", "--fault-seed", "9", "--token-fault-rate", "0")
+    with sandbox_cli(*flags) as sandbox:
+        assert "faults: rate 1.0 (429)" in sandbox.first_line and "seed 9" in sandbox.first_line
+        with httpx.Client(base_url=sandbox.base_url) as client:
             response = client.get(ORDERS, headers=bearer(get_token(client)))
             assert response.status_code == 429
             assert response.headers["retry-after"] == "4"
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0
+    assert sandbox.process.returncode == 0
     help_text = subprocess.run(
         [sys.executable, "-m", "airflow_provider_packly.sandbox", "--help"],
         capture_output=True,

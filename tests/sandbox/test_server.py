@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +13,8 @@ from airflow_provider_packly.sandbox import SandboxConfig, run_sandbox
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+from .helpers import ROOT, sandbox_cli
+
 TOKEN_FORM = {"grant_type": "client_credentials", "scope": "external"}
 
 
@@ -105,44 +103,14 @@ def test_module_help_exits_zero() -> None:
 
 def test_command_line_announces_serves_and_stops_on_sigterm() -> None:
     secret = "cli-secret-never-printed"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_packly.sandbox",
-            "--port",
-            "0",
-            "--client-id",
-            "cli-id",
-            "--client-secret",
-            secret,
-            "--token-lifetime",
-            "5",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-        assert match, line
-        assert "client ID: cli-id" in line
-        with httpx.Client(base_url=match.group(1)) as client:
+    with sandbox_cli("--client-id", "cli-id", "--client-secret", secret, "--token-lifetime", "5") as sandbox:
+        assert "client ID: cli-id" in sandbox.first_line
+        with httpx.Client(base_url=sandbox.base_url) as client:
             response = client.post("/v1/oauth2/token", auth=("cli-id", secret), data=TOKEN_FORM)
             assert response.status_code == 200
             assert response.json()["expires_in"] == 5
             token = response.json()["access_token"]
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, err
-    output = line + out + err
+    assert sandbox.process.returncode == 0, sandbox.err
+    output = sandbox.first_line + sandbox.out + sandbox.err
     assert "POST /v1/oauth2/token" in output  # the access log is on...
     assert secret not in output and token not in output  # ...but shows no credentials
