@@ -228,10 +228,11 @@ def render_markdown(results: dict[str, Any]) -> str:
     if growth:
         sizes = list(growth)
         add(
-            "Every token PacklyHook fetches is registered with Airflow's secrets masker (`amask_secret`), which "
-            "keeps every secret it is given for the life of the process. What one more registration costs (on "
-            "the event loop, per new token) and what redacting one log line costs, with N secrets registered "
-            "(a fresh interpreter):"
+            "PacklyHook registers each token it fetches with Airflow's secrets masker (`amask_secret`), which "
+            "keeps every secret it is given for the life of the process; so the hook stops registering after "
+            "100 tokens per process (`MAX_MASKED_TOKENS`). What one more registration costs (on the event loop, "
+            "per new token) and what redacting one log line costs, with N secrets registered (a fresh "
+            "interpreter):"
         )
         add("")
         add("| N secrets registered | " + " | ".join(f"{int(n):,}" for n in sizes) + " |")
@@ -250,9 +251,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     creation = tokens.get("async_client_creation_ms")
     if creation:
         add(
-            f"Building one `httpx.AsyncClient()` takes {_spread(creation, 1, ' ms')} here, on the calling "
-            "thread (httpx loads the CA bundle into a new SSL context, even for an http:// base URL): that is "
-            "most of the first call's stall."
+            f"Building one `httpx.AsyncClient()` with httpx's defaults takes {_spread(creation, 1, ' ms')} here, "
+            "on the calling thread (httpx loads the CA bundle into a new SSL context, even for an http:// base "
+            "URL). PacklyHook's clients share one SSL context per process, built once in a worker thread, so "
+            "its first call does not pay this on the event loop (`packly-hook-async-first-call` above)."
         )
         add("")
 
