@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 
 import pytest
 
@@ -75,11 +77,16 @@ def test_a_write_refused_with_429_is_resent_and_applied_once():
         assert sum(sandbox.state.write_attempts.values()) > 10
 
 
-def test_retry_after_as_an_http_date_is_honoured():
-    with faulty("429", rate=0.5, retry_after_seconds=1, retry_after_as_date=True) as sandbox:
+def test_retry_after_as_an_http_date_is_honoured(caplog):
+    caplog.set_level(logging.INFO, logger="airflow_provider_packly.retries")
+    # An HTTP date has whole seconds: 2 s ahead means a wait of more than 1 s, far above the
+    # 0.01 s backoff this connection would use if the date were not understood.
+    with faulty("429", rate=0.5, retry_after_seconds=2, retry_after_as_date=True) as sandbox:
         with PacklyHook(connection=connection(sandbox)) as hook:
-            for _ in range(4):
+            for _ in range(3):
                 assert hook.request("GET", "/v1/reseller/orders").status_code == 200
+    waits = [float(re.search(r"in ([0-9.]+) s$", r.getMessage()).group(1)) for r in caplog.records if "HTTP 429" in r.getMessage()]
+    assert waits and all(wait > 1.0 for wait in waits)
 
 
 def test_async_reads_recover_too():
