@@ -63,6 +63,8 @@ class PacklyConnection:
     base_url: str = LIVE_BASE_URL
     scope: str = DEFAULT_SCOPE
     timeout: float = DEFAULT_TIMEOUT
+    #: Seconds before expiry to refresh a token; extra ``refresh_margin_seconds`` (an extra key
+    #: with ``token`` in its name would be hidden by Airflow's secrets masker).
     token_refresh_margin: float = DEFAULT_TOKEN_REFRESH_MARGIN
     default_expires_in: int = DEFAULT_EXPIRES_IN
     #: Per-phase timeouts; ``None`` means ``timeout``.
@@ -98,7 +100,7 @@ class PacklyConnection:
         _check_positive(self.timeout, "timeout", where)
         if self.token_refresh_margin < 0:
             raise PacklyConnectionConfigError(
-                f"{where} has token_refresh_margin {self.token_refresh_margin}; use 0 or more seconds."
+                f"{where} has refresh_margin_seconds {self.token_refresh_margin}; use 0 or more seconds."
             )
         _check_positive(self.default_expires_in, "default_expires_in", where)
         for name in ("connect_timeout", "read_timeout", "write_timeout", "pool_timeout"):
@@ -166,7 +168,7 @@ class PacklyConnection:
             base_url=base_url,
             scope=settings.text("scope") or DEFAULT_SCOPE,
             timeout=settings.number("timeout", DEFAULT_TIMEOUT),
-            token_refresh_margin=settings.number("token_refresh_margin", DEFAULT_TOKEN_REFRESH_MARGIN),
+            token_refresh_margin=settings.number("refresh_margin_seconds", DEFAULT_TOKEN_REFRESH_MARGIN),
             default_expires_in=int(settings.number("default_expires_in", DEFAULT_EXPIRES_IN)),
             connect_timeout=settings.optional_number("connect_timeout"),
             read_timeout=settings.optional_number("read_timeout"),

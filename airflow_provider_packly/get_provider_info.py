@@ -80,7 +80,7 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Longest wait to connect, send, read or get a pooled connection, per call.",
                         "schema": {"type": _OPTIONAL_NUMBER, "default": 30, "minimum": 0.1},
                     },
-                    "token_refresh_margin": {
+                    "refresh_margin_seconds": {
                         "label": "Token refresh margin (seconds)",
                         "description": (
                             "Fetch a new access token this long before the current one expires (at most half "

@@ -64,7 +64,7 @@ def run(
         env = {
             **os.environ,
             "AIRFLOW_CONN_PACKLY_DEFAULT": packly_connection_json(
-                sandbox.base_url, token_refresh_margin=token_refresh_margin
+                sandbox.base_url, refresh_margin_seconds=token_refresh_margin
             ),
         }
         argv = [

@@ -43,7 +43,7 @@ def test_extra_fields_with_legacy_prefix_and_form_strings():
             "extra__packly__environment": "LIVE",
             "scope": "",
             "timeout": "12.5",
-            "token_refresh_margin": 5,
+            "refresh_margin_seconds": 5,
             "default_expires_in": "120",
         },
         host="https://sandbox.example.com",
@@ -72,7 +72,7 @@ def test_extra_fields_with_legacy_prefix_and_form_strings():
         ({"host": "https://api.packly.io?x=1"}, "query or fragment"),
         ({"extra": {"environment": "sandbox", "timeout": "soon"}}, "timeout = 'soon'"),
         ({"extra": {"environment": "sandbox", "timeout": 0}}, "timeout = 0.0; give a number of seconds above 0"),
-        ({"extra": {"environment": "sandbox", "token_refresh_margin": -1}}, "token_refresh_margin -1.0"),
+        ({"extra": {"environment": "sandbox", "refresh_margin_seconds": -1}}, "refresh_margin_seconds -1.0"),
     ],
 )
 def test_each_bad_setting_is_named(kwargs, expected):

@@ -67,10 +67,57 @@ def test_the_ui_form_metadata_airflow_builds():
     environment = widgets["extra__packly__environment"]
     assert environment.field["schema"]["enum"] == ["sandbox", "live"]
     assert environment.field["schema"]["title"] == "Environment"
-    assert {"extra__packly__scope", "extra__packly__timeout", "extra__packly__token_refresh_margin"} <= set(widgets)
+    assert {"extra__packly__scope", "extra__packly__timeout", "extra__packly__refresh_margin_seconds"} <= set(widgets)
     behaviour = manager.field_behaviours["packly"]
     assert behaviour["hidden_fields"] == ["schema", "port"]
     assert behaviour["relabeling"] == {"login": "Client ID", "password": "Client Secret", "host": "Base URL"}
+
+
+def _packly_conn_fields() -> dict:
+    (connection_type,) = get_provider_info()["connection-types"]
+    return connection_type["conn-fields"]
+
+
+def _maskers_hide_functions() -> list:
+    """Airflow's own ``should_hide_value_for_key``: the API server's copy (which redacts
+    ``GET /ui/connections/hook_meta`` and the connections API) and the task SDK's copy
+    (which masks extras in task logs). Same module path in Airflow 3.2 and 3.3."""
+    from airflow._shared.secrets_masker import should_hide_value_for_key as server_side
+    from airflow.sdk._shared.secrets_masker import should_hide_value_for_key as task_side
+
+    return [server_side, task_side]
+
+
+@pytest.mark.parametrize("hides", _maskers_hide_functions())
+def test_no_extra_field_name_is_one_airflow_hides(hides):
+    """A field whose name contains a sensitive word (token, secret, proxy, ...) is served to the
+    UI form as '***', and the Add form then saves '***' as its value: the connection breaks.
+
+    Every conn-field counts, including the TLS and proxy ones, and also with the legacy
+    ``extra__packly__`` prefix, so a future field cannot reintroduce the problem."""
+    assert hides("token_refresh_margin") and hides("proxy_url"), "the masker check is switched off here"
+    hidden = [
+        key
+        for name in _packly_conn_fields()
+        for key in (name, f"extra__packly__{name}")
+        if hides(key)
+    ]
+    assert hidden == [], f"Airflow's secrets masker hides these extra fields; rename them: {hidden}"
+
+
+def test_hook_meta_serves_every_declared_default_unredacted():
+    """What ``GET /ui/connections/hook_meta`` returns (the UI's Add form reads it): each packly
+    field's value is the default the provider declares, never '***'."""
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    (packly,) = [meta for meta in HookMetaService.hook_meta_data() if meta.connection_type == "packly"]
+    declared = _packly_conn_fields()
+    served = packly.model_dump(mode="json")["extra_fields"]  # as the API serialises it
+    assert set(served) == set(declared)
+    for name, field in declared.items():
+        assert served[name]["value"] == field["schema"].get("default"), name
+        assert served[name]["schema"]["title"] == field["label"], name
+    assert packly.standard_fields.url_schema.hidden and packly.standard_fields.port.hidden
 
 
 @pytest.mark.airflow_cli
