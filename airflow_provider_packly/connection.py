@@ -14,7 +14,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_packly.exceptions import PacklyConnectionConfigError
 
@@ -145,14 +145,30 @@ class PacklyConnection:
         host: str | None,
         extra: Mapping[str, Any],
         conn_id: str | None = None,
+        port: int | str | None = None,
+        schema: str | None = None,
     ) -> PacklyConnection:
-        """Build from an Airflow connection's fields; ``extra`` is its parsed JSON extra."""
+        """Build from an Airflow connection's fields; ``extra`` is its parsed JSON extra.
+
+        ``host`` may be a full URL (the JSON form and the UI's Base URL) or a bare host name (a
+        URI connection such as ``packly://id:secret@127.0.0.1:8089/http`` arrives split into
+        ``host``, ``port`` and ``schema``). ``port`` 0 or ``None`` means no port (the UI sends 0
+        for an empty port); ``schema`` is the scheme (``http``/``https``) for a bare host, as in
+        Airflow's HTTP provider.
+        """
         where = f"Packly connection {conn_id!r}" if conn_id else "The Packly connection"
         settings = _ExtraReader(extra, where)
         environment = settings.text("environment") or "sandbox"
         environment = environment.strip().lower()
         base_url = (host or "").strip()
+        port_number = _port_number(port, where)
+        scheme = _scheme_from_schema(schema, where)
         if not base_url:
+            if port_number is not None or scheme is not None:
+                raise PacklyConnectionConfigError(
+                    f"{where} has a port or schema but no Base URL (host); set the host too, or put the "
+                    "whole address in the Base URL, e.g. https://api.packly.io."
+                )
             if environment == "live":
                 base_url = LIVE_BASE_URL
             elif environment == "sandbox":
@@ -161,6 +177,8 @@ class PacklyConnection:
                     "document its sandbox host: set the Base URL to the address Packly gave you, or to a "
                     "local sandbox such as http://127.0.0.1:8089 (started with 'packly-sandbox')."
                 )
+        else:
+            base_url = _join_host_port_scheme(base_url, port_number, scheme, where)
         return cls(
             client_id=(login or "").strip(),
             client_secret=password or "",
@@ -191,6 +209,8 @@ class PacklyConnection:
             host=connection.host,
             extra=connection.extra_dejson or {},
             conn_id=connection.conn_id,
+            port=getattr(connection, "port", None),
+            schema=getattr(connection, "schema", None),
         )
 
 
@@ -243,6 +263,82 @@ def _check_positive(value: float, name: str, where: str) -> None:
         raise PacklyConnectionConfigError(f"{where} has {name} = {value!r}; give a number of seconds above 0.")
 
 
+def _port_number(port: int | str | None, where: str) -> int | None:
+    """The connection's ``port`` field as a number; ``None`` for unset, empty or 0 (no port)."""
+    if port is None or (isinstance(port, str) and not port.strip()):
+        return None
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        number = -1
+    if isinstance(port, bool) or str(number) != str(port).strip():
+        number = -1
+    if number == 0:
+        return None
+    if not 1 <= number <= 65535:
+        raise PacklyConnectionConfigError(
+            f"{where} has port {port!r}; give a whole number from 1 to 65535, or leave the port empty."
+        )
+    return number
+
+
+def _scheme_from_schema(schema: str | None, where: str) -> str | None:
+    """The connection's ``schema`` field as a URL scheme (``http``/``https``), ``None`` if empty."""
+    text = (schema or "").strip().lower()
+    if not text:
+        return None
+    if text not in ("http", "https"):
+        raise PacklyConnectionConfigError(
+            f"{where} has schema {schema!r}; the schema of a Packly connection is the URL scheme, 'https' "
+            "(or 'http' for a local sandbox). Leave it empty to use https."
+        )
+    return text
+
+
+def _join_host_port_scheme(host: str, port: int | None, scheme: str | None, where: str) -> str:
+    """One URL from ``host`` (a URL or a bare host), ``port`` and ``scheme``; refuses what disagrees.
+
+    A bare host takes ``scheme`` (default https); a host URL keeps its own scheme, and a
+    ``schema`` field naming another one is an error. A port in the host URL and a different
+    ``port`` field are an error too: neither can be guessed right.
+    """
+    if "://" in host:
+        host_scheme = host.split("://", 1)[0].lower()
+        if scheme is not None and scheme != host_scheme:
+            raise PacklyConnectionConfigError(
+                f"{where} has a Base URL starting with {host_scheme + '://'!r} but schema {scheme!r}; they "
+                "disagree. Remove the schema, or make the Base URL's scheme match it."
+            )
+        text = host
+    else:
+        bare = host.split("/", 1)[0]
+        if _is_ipv6_literal(bare):  # a URI connection gives an IPv6 host without brackets
+            host = f"[{bare}]" + host[len(bare) :]
+        text = f"{scheme or 'https'}://{host}"
+    if port is None:
+        return text
+    parts = urlsplit(text)
+    try:
+        port_in_host = parts.port
+    except ValueError:
+        port_in_host = None  # _checked_base_url names the bad port
+    if port_in_host is not None:
+        if port_in_host != port:
+            raise PacklyConnectionConfigError(
+                f"{where} has port {port_in_host} in its Base URL but {port} in its port field; they "
+                "disagree. Keep one of them."
+            )
+        return text
+    return urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
+
+
+def _is_ipv6_literal(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
 def _checked_base_url(raw: str, where: str) -> str:
     text = raw.strip().rstrip("/")
     if "://" not in text:
@@ -255,6 +351,14 @@ def _checked_base_url(raw: str, where: str) -> str:
     if parts.username or parts.password:
         raise PacklyConnectionConfigError(
             f"{where} has credentials inside its Base URL; put them in the Client ID and Client Secret fields."
+        )
+    try:
+        port_in_url = parts.port
+    except ValueError:
+        port_in_url = 0
+    if port_in_url == 0:
+        raise PacklyConnectionConfigError(
+            f"{where} has Base URL {raw!r}, whose port is not a number from 1 to 65535."
         )
     if parts.query or parts.fragment:
         raise PacklyConnectionConfigError(
