@@ -201,14 +201,18 @@ class PacklyConnection:
         )
 
     @classmethod
-    def from_airflow(cls, connection: Any) -> PacklyConnection:
-        """Build from an ``airflow.sdk.Connection`` (duck-typed: no Airflow import here)."""
+    def from_airflow(cls, connection: Any, *, named: bool = True) -> PacklyConnection:
+        """Build from an ``airflow.sdk.Connection`` (duck-typed: no Airflow import here).
+
+        ``named=False`` keeps the connection id out of every message: Airflow's connection test
+        (REST API and UI) runs on a copy stored under a random id that would only mislead.
+        """
         return cls.from_fields(
             login=connection.login,
             password=connection.password,
             host=connection.host,
             extra=connection.extra_dejson or {},
-            conn_id=connection.conn_id,
+            conn_id=connection.conn_id if named else None,
             port=getattr(connection, "port", None),
             schema=getattr(connection, "schema", None),
         )

@@ -376,9 +376,19 @@ class PacklyHook(BaseHook):
     # -- connection test ----------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
-        """Obtain a new token; say where and until when, or why not (``airflow connections test``)."""
+        """Obtain a new token; say where and until when, or why not.
+
+        Airflow's REST API and UI test a copy of the connection stored under a random id
+        (``get_random_string()``: eight letters and digits, which a real id can also be), so
+        no message here names the connection id: the caller knows which connection it tests.
+        ``airflow connections test`` prints only success or the failure message.
+        """
         try:
-            connection = self.get_conn()
+            if self._connection is None:
+                self._connection = PacklyConnection.from_airflow(
+                    self.get_connection(self.packly_conn_id), named=False
+                )
+            connection = self._connection
             self.get_client()
             tokens = self._require_tokens()
             token = tokens.fetch_uncached()
