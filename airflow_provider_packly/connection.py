@@ -20,6 +20,7 @@ from airflow_provider_packly.exceptions import PacklyConnectionConfigError
 
 __all__ = [
     "DEFAULT_EXPIRES_IN",
+    "TlsSettings",
     "DEFAULT_TOKEN_REFRESH_MARGIN",
     "DEFAULT_TIMEOUT",
     "ENVIRONMENTS",
@@ -47,6 +48,25 @@ DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 15.0
 DEFAULT_RETRY_AFTER_MAX_SECONDS = 60.0
 
 TOKEN_PATH = "/v1/oauth2/token"
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """How a connection checks Packly's TLS certificate and which client certificate it shows.
+
+    Hashable: the hook keeps one ``ssl.SSLContext`` per distinct value per process.
+
+    :param verify: check the server certificate (extra ``verify_tls``, default on).
+    :param ca_bundle_path: a PEM file (or a directory of hashed certificates) with the CAs to
+        trust instead of the default ones (certifi, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``).
+    :param client_cert_path: a PEM client certificate, with its key unless ``client_key_path``.
+    :param client_key_path: the client certificate's unencrypted PEM key.
+    """
+
+    verify: bool = True
+    ca_bundle_path: str | None = None
+    client_cert_path: str | None = None
+    client_key_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,13 @@ class PacklyConnection:
     retry_backoff_max_seconds: float = DEFAULT_RETRY_BACKOFF_MAX_SECONDS
     retry_after_max_seconds: float = DEFAULT_RETRY_AFTER_MAX_SECONDS
     conn_id: str | None = None
+    #: Certificate checks and client certificate (extras ``verify_tls``, ``ca_bundle_path``,
+    #: ``client_cert_path``, ``client_key_path``).
+    tls: TlsSettings = TlsSettings()
+    #: An HTTP(S) proxy for every call (extra ``gateway_url``: Airflow's masker hides any
+    #: field named *proxy*). ``None``: httpx's environment variables apply (``HTTPS_PROXY``,
+    #: ``NO_PROXY``...). It may hold ``user:password@``: never shown in ``repr()`` or messages.
+    proxy_url: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         where = f"Packly connection {self.conn_id!r}" if self.conn_id else "The Packly connection"
@@ -114,6 +141,24 @@ class PacklyConnection:
         for name in ("retry_max_seconds", "retry_backoff_seconds", "retry_backoff_max_seconds", "retry_after_max_seconds"):
             if getattr(self, name) < 0:
                 raise PacklyConnectionConfigError(f"{where} has {name} {getattr(self, name)!r}; use 0 or more seconds.")
+        _check_tls(self.tls, self.environment, where)
+        if self.proxy_url is not None:
+            _check_proxy_url(self.proxy_url, where)
+
+    @property
+    def where(self) -> str:
+        """How messages name this connection: by its id when known."""
+        return f"Packly connection {self.conn_id!r}" if self.conn_id else "The Packly connection"
+
+    @property
+    def proxy_display(self) -> str | None:
+        """The proxy as messages may show it: scheme, host and port, never its credentials."""
+        if self.proxy_url is None:
+            return None
+        parts = urlsplit(self.proxy_url)
+        port = f":{parts.port}" if parts.port else ""
+        host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+        return f"{parts.scheme}://{host}{port}"
 
     def phase_timeouts(self) -> dict[str, float]:
         """Connect, read, write and pool timeouts in seconds (``timeout`` where unset)."""
@@ -198,6 +243,13 @@ class PacklyConnection:
             retry_backoff_max_seconds=settings.number("retry_backoff_max_seconds", DEFAULT_RETRY_BACKOFF_MAX_SECONDS),
             retry_after_max_seconds=settings.number("retry_after_max_seconds", DEFAULT_RETRY_AFTER_MAX_SECONDS),
             conn_id=conn_id,
+            tls=TlsSettings(
+                verify=settings.boolean("verify_tls", True),
+                ca_bundle_path=_path_or_none(settings.text("ca_bundle_path")),
+                client_cert_path=_path_or_none(settings.text("client_cert_path")),
+                client_key_path=_path_or_none(settings.text("client_key_path")),
+            ),
+            proxy_url=(settings.text("gateway_url") or "").strip() or None,
         )
 
     @classmethod
@@ -248,6 +300,22 @@ class _ExtraReader:
             )
         return int(number)
 
+    def boolean(self, name: str, default: bool) -> bool:
+        """A JSON boolean (the UI form's checkbox) or its usual spellings in a URI or env var."""
+        value = self._raw(name)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise PacklyConnectionConfigError(
+            f"{self._where} has {name} = {value!r} in its extra fields; give true or false."
+        )
+
     def number(self, name: str, default: float) -> float:
         value = self._raw(name)
         if value is None:
@@ -260,6 +328,52 @@ class _ExtraReader:
             raise PacklyConnectionConfigError(
                 f"{self._where} has {name} = {value!r} in its extra fields; give a number."
             ) from None
+
+
+def _path_or_none(text: str | None) -> str | None:
+    return (text or "").strip() or None
+
+
+def _check_tls(tls: TlsSettings, environment: str, where: str) -> None:
+    """Refuse TLS settings that cannot be what the user meant (the files are read later, by
+    the hook, on the machine that makes the calls)."""
+    if not tls.verify:
+        if environment == "live":
+            raise PacklyConnectionConfigError(
+                f"{where} turns TLS certificate verification off (verify_tls = false) for the live "
+                "environment; that is refused: anyone on the network path could read the client secret "
+                "and tokens. If Packly is reached through a private CA or a TLS-inspecting proxy, set "
+                "ca_bundle_path to that CA's PEM file instead."
+            )
+        if tls.ca_bundle_path:
+            raise PacklyConnectionConfigError(
+                f"{where} sets a CA bundle (ca_bundle_path) but turns verification off (verify_tls = "
+                "false), which would ignore it; remove one of the two."
+            )
+    if tls.client_key_path and not tls.client_cert_path:
+        raise PacklyConnectionConfigError(
+            f"{where} has a client key (client_key_path) but no client certificate (client_cert_path); "
+            "set the certificate too."
+        )
+
+
+def _check_proxy_url(url: str, where: str) -> None:
+    """An http(s) proxy URL with a host; messages never repeat it (it may hold a password)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise PacklyConnectionConfigError(
+            f"{where} has an HTTP(S) proxy (gateway_url) that is not an http:// or https:// URL with a host "
+            "and a valid port; give e.g. http://proxy.example.com:3128 (user:password@ may precede the host)."
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise PacklyConnectionConfigError(
+            f"{where} has an HTTP(S) proxy (gateway_url) with a path, query or fragment; give only "
+            "scheme, host and port, e.g. http://proxy.example.com:3128."
+        )
 
 
 def _check_positive(value: float, name: str, where: str) -> None:

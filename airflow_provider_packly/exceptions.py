@@ -9,6 +9,7 @@ safe to show (status codes, Packly's error codes and texts, the client ID, URLs)
 from __future__ import annotations
 
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +37,61 @@ class PacklyTransportError(PacklyError):
 _TIMEOUT_PHASES = {"ConnectTimeout": "connect", "ReadTimeout": "read", "WriteTimeout": "write", "PoolTimeout": "pool"}
 
 
-def transport_error(exc: Exception, request: Any) -> PacklyTransportError:
-    """Describe an ``httpx.TransportError`` for ``request`` (its URL holds no secret)."""
+def tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error under a transport failure (httpx wraps httpcore's, which wraps ssl's)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _tls_problem(exc: BaseException) -> tuple[str, str] | None:
+    """(what the TLS failure was, what to do) when retrying cannot help, else ``None``.
+
+    Pure: read by ``transport_error`` for the message and by the retry policy, which does not
+    retry these (a certificate does not get better by asking again).
+    """
+    failure = tls_failure(exc)
+    if failure is None:
+        return None
+    if isinstance(failure, ssl.SSLCertVerificationError):
+        detail = failure.verify_message or failure.reason or "verification failed"
+        return (
+            f"the server's TLS certificate could not be verified (CERTIFICATE_VERIFY_FAILED: {detail})",
+            "if Packly is reached through a private CA or a TLS-inspecting proxy, set the connection's "
+            "ca_bundle_path to that CA's PEM file",
+        )
+    reason = failure.reason or ""
+    if "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason or "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason:
+        return (
+            f"the server refused the TLS handshake ({reason}): it wants a client certificate it trusts",
+            "set the connection's client_cert_path (and client_key_path) to the certificate issued for it",
+        )
+    return None
+
+
+def is_permanent_tls_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a TLS failure that no retry can fix (see ``_tls_problem``)."""
+    return _tls_problem(exc) is not None
+
+
+def transport_error(exc: Exception, request: Any, *, proxy: str | None = None) -> PacklyTransportError:
+    """Describe an ``httpx.TransportError`` for ``request`` (its URL holds no secret).
+
+    ``proxy`` is the proxy as it may be shown (``PacklyConnection.proxy_display``: no
+    credentials), named so the reader knows where the call went.
+    """
     url = f"{request.method} {request.url}"
     attempts = int(request.extensions.get("packly_attempts", 1))
     tries = f" after {attempts} attempts" if attempts > 1 else ""
+    via = f" through the proxy {proxy}" if proxy else ""
+    tls = _tls_problem(exc)
+    if tls is not None:
+        return PacklyTransportError(f"{url} failed{via}{tries}: {tls[0]}; {tls[1]}.")
     phase = _TIMEOUT_PHASES.get(type(exc).__name__)
     if phase:
         seconds = (request.extensions.get("timeout") or {}).get(phase)
@@ -49,10 +100,22 @@ def transport_error(exc: Exception, request: Any) -> PacklyTransportError:
             f"{url} got no {'connection' if phase in ('connect', 'pool') else 'answer'}{limit}{tries} "
             f"({type(exc).__name__}); raise the connection's {phase}_timeout or timeout, or retry later."
         )
+    check = "Base URL, its HTTP(S) proxy (gateway_url)" if proxy else "Base URL"
+    hint = ""
+    if request.url.scheme == "https" and type(exc).__name__ in _CLOSED_WITHOUT_ANSWER:
+        # What a TLS 1.3 server that demands a client certificate looks like from here when
+        # it closes without sending its alert (uvicorn does).
+        hint = (
+            "; a server that demands a TLS client certificate also closes the connection like this when "
+            "none or an untrusted one is presented: see the connection's client_cert_path"
+        )
     return PacklyTransportError(
-        f"{url} failed before Packly answered{tries} ({type(exc).__name__}: {exc or 'no detail'}); check the "
-        "connection's Base URL and that Packly is reachable from this machine."
+        f"{url} failed before Packly answered{via}{tries} ({type(exc).__name__}: {exc or 'no detail'}); check the "
+        f"connection's {check} and that Packly is reachable from this machine{hint}."
     )
+
+
+_CLOSED_WITHOUT_ANSWER = frozenset({"RemoteProtocolError", "ReadError"})
 
 
 class PacklyConnectionConfigError(PacklyError, ValueError):

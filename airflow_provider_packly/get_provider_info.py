@@ -127,6 +127,44 @@ def get_provider_info() -> dict[str, Any]:
                         "A longer Retry-After from Packly is cut to this. Packly documents no rate limits.",
                         default=60,
                     ),
+                    "verify_tls": {
+                        "label": "Verify TLS certificates",
+                        "description": (
+                            "Check Packly's TLS certificate (on by default). Turning it off is refused for "
+                            "'live' and logs a warning: anyone on the network path could read the secret."
+                        ),
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                    "ca_bundle_path": {
+                        "label": "CA bundle path",
+                        "description": (
+                            "A PEM file (or a folder of hashed certificates) of the CAs to trust instead of "
+                            "the default ones: for a private CA or a TLS-inspecting proxy. Must exist on "
+                            "every machine that runs Packly tasks."
+                        ),
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "client_cert_path": {
+                        "label": "Client certificate path",
+                        "description": (
+                            "A PEM client certificate to present (mutual TLS); it may hold the key as well."
+                        ),
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "client_key_path": {
+                        "label": "Client certificate key path",
+                        "description": "The client certificate's PEM key, if not in the certificate file; unencrypted.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "gateway_url": {
+                        "label": "HTTP(S) proxy URL",
+                        "description": (
+                            "A forward proxy for every call, e.g. http://user:password@proxy.example.com:3128. "
+                            "Empty: the HTTPS_PROXY/HTTP_PROXY/NO_PROXY environment variables apply. (Named "
+                            "gateway_url because Airflow hides every field whose name contains 'proxy'.)"
+                        ),
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "default_expires_in": {
                         "label": "Token lifetime if unstated (seconds)",
                         "description": (

@@ -26,6 +26,8 @@ from typing import Awaitable, Callable
 import httpx
 import tenacity
 
+from airflow_provider_packly.exceptions import is_permanent_tls_failure
+
 __all__ = ["IDEMPOTENT_EXTENSION", "RetryPolicy", "attempts_made", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,8 @@ class RetryPolicy:
         """Why this outcome of ``request`` may be retried, or ``None`` if it must not be."""
         idempotent = request.method in IDEMPOTENT_METHODS or bool(request.extensions.get(IDEMPOTENT_EXTENSION))
         if isinstance(outcome, BaseException):
+            if is_permanent_tls_failure(outcome):
+                return None  # an untrusted certificate or a refused handshake stays so
             if isinstance(outcome, NOT_SENT_ERRORS):
                 return f"{type(outcome).__name__} (the request was not sent)"
             if isinstance(outcome, httpx.TransportError) and idempotent:

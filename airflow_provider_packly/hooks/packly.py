@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import ssl
 import threading
 import weakref
@@ -24,6 +25,8 @@ from airflow_provider_packly.auth import TOKEN_CACHE, AccessToken, PacklyBearerA
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError, read_error_body, transport_error
 from airflow_provider_packly.retries import RetryPolicy, attempts_made
+from airflow_provider_packly.tls import SSL_CONTEXTS as _SSL_CONTEXTS
+from airflow_provider_packly.tls import unverified_tls_warning
 from airflow_provider_packly.resources import (
     DIELINE_PATH,
     ORDERS_PATH,
@@ -42,6 +45,8 @@ from airflow_provider_packly.resources import (
 __all__ = ["PacklyHook", "endpoint_path", "json_body", "raise_for_packly_status"]
 
 _USER_AGENT = "airflow-provider-packly"
+#: A standard logger (as in ``retries``): Airflow routes it into task and trigger logs.
+_log = logging.getLogger(__name__)
 
 
 class PacklyHook(BaseHook):
@@ -87,6 +92,7 @@ class PacklyHook(BaseHook):
         self._aclient: httpx.AsyncClient | None = None
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self._warned = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(packly_conn_id={self.packly_conn_id!r})"
@@ -139,7 +145,7 @@ class PacklyHook(BaseHook):
         try:
             return self._retry_policy.call(send_once, request)
         except httpx.TransportError as exc:
-            raise transport_error(exc, request) from exc
+            raise transport_error(exc, request, proxy=self._proxy_display()) from exc
 
     async def _asend(
         self, client: httpx.AsyncClient, request: httpx.Request, *, auth: httpx.Auth | None, stream: bool = False
@@ -153,7 +159,10 @@ class PacklyHook(BaseHook):
         try:
             return await self._retry_policy.acall(send_once, request)
         except httpx.TransportError as exc:
-            raise transport_error(exc, request) from exc
+            raise transport_error(exc, request, proxy=self._proxy_display()) from exc
+
+    def _proxy_display(self) -> str | None:
+        return self._connection.proxy_display if self._connection is not None else None
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -163,9 +172,12 @@ class PacklyHook(BaseHook):
             return self._client
         connection = self.get_conn()
         self._token_source(connection)
+        context = _SSL_CONTEXTS.get(connection.tls, connection.where)
         with self._lock:
             if self._client is None:
-                self._client = httpx.Client(transport=self._transport, **_client_options(connection, _ssl_context()))
+                self._warn_about_settings(connection)
+                _mask_proxy_credentials(connection)
+                self._client = httpx.Client(transport=self._transport, **_client_options(connection, context))
             return self._client
 
     async def aget_client(self) -> httpx.AsyncClient:
@@ -175,7 +187,9 @@ class PacklyHook(BaseHook):
             return client
         connection = await self.aget_conn()
         self._token_source(connection)
-        context = await _assl_context()
+        context = await _SSL_CONTEXTS.aget(connection.tls, connection.where)
+        self._warn_about_settings(connection)
+        await _amask_proxy_credentials(connection)
         if self.shared_async_client:
             return await _SHARED_ASYNC_CLIENTS.get(connection, self._async_transport, context)
         loop = _running_loop()
@@ -188,6 +202,15 @@ class PacklyHook(BaseHook):
                 self._aclient = httpx.AsyncClient(transport=self._async_transport, **_client_options(connection, context))
                 self._aclient_loop = loop
             return self._aclient
+
+    def _warn_about_settings(self, connection: PacklyConnection) -> None:
+        """Log, once per hook, a setting that works but weakens security (verification off)."""
+        if self._warned:
+            return
+        self._warned = True
+        warning = unverified_tls_warning(connection)
+        if warning:
+            _log.warning("%s", warning)
 
     def close(self) -> None:
         """Close the sync client (the async one needs ``aclose``)."""
@@ -470,34 +493,10 @@ def retry_policy_for(connection: PacklyConnection) -> RetryPolicy:
     )
 
 
-_ssl_lock = threading.Lock()
-_ssl: ssl.SSLContext | None = None
-
-
-def _ssl_context() -> ssl.SSLContext:
-    """One TLS context per process, shared by every client.
-
-    httpx builds a new one per client otherwise (loading the CA bundle: about 15 ms measured),
-    which would stall an event loop each time a hook opens its first async client.
-    """
-    global _ssl
-    with _ssl_lock:
-        if _ssl is None:
-            _ssl = httpx.create_ssl_context()  # certifi's CAs, or SSL_CERT_FILE/SSL_CERT_DIR
-        return _ssl
-
-
-async def _assl_context() -> ssl.SSLContext:
-    """``_ssl_context`` from a coroutine: the one-time build runs in a worker thread."""
-    if _ssl is not None:
-        return _ssl
-    import anyio.to_thread
-
-    return await anyio.to_thread.run_sync(_ssl_context)
-
-
 def _client_options(connection: PacklyConnection, context: ssl.SSLContext) -> dict[str, Any]:
-    return {
+    """Options of every client, sync and async: ``context`` is the shared one for the
+    connection's TLS settings (``tls.SSL_CONTEXTS``)."""
+    options: dict[str, Any] = {
         "base_url": connection.base_url,
         "verify": context,
         "timeout": httpx.Timeout(**connection.phase_timeouts()),
@@ -505,6 +504,11 @@ def _client_options(connection: PacklyConnection, context: ssl.SSLContext) -> di
         # A redirect could carry the bearer token to another host; Packly documents none.
         "follow_redirects": False,
     }
+    if connection.proxy_url is not None:
+        # The connection's proxy replaces HTTP(S)_PROXY/ALL_PROXY/NO_PROXY; without one, httpx
+        # reads those environment variables as usual (trust_env).
+        options["proxy"] = connection.proxy_url
+    return options
 
 
 def endpoint_path(connection: PacklyConnection, endpoint: str) -> str:
@@ -588,6 +592,44 @@ async def _amask_token(token: AccessToken) -> None:
         amask_secret = getattr(sdk_log, "amask_secret", None)
         if amask_secret is not None:  # Airflow 3.3+; 3.2 has only the blocking call, so skip it there
             await amask_secret(token.value)
+    except Exception:
+        pass
+
+
+def _proxy_password(connection: PacklyConnection) -> str | None:
+    if connection.proxy_url is None:
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    password = urlsplit(connection.proxy_url).password
+    return unquote(password) if password else None
+
+
+def _mask_proxy_credentials(connection: PacklyConnection) -> None:
+    """Defence in depth: the proxy's password is never logged, and Airflow's masker hides it
+    if anything else ever does (its extra key cannot be one Airflow hides by name)."""
+    password = _proxy_password(connection)
+    if password is None:
+        return
+    try:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(password)
+    except Exception:
+        pass
+
+
+async def _amask_proxy_credentials(connection: PacklyConnection) -> None:
+    """``_mask_proxy_credentials`` on an event loop (skipped on Airflow 3.2, as for tokens)."""
+    password = _proxy_password(connection)
+    if password is None:
+        return
+    try:
+        from airflow.sdk import log as sdk_log
+
+        amask_secret = getattr(sdk_log, "amask_secret", None)
+        if amask_secret is not None:
+            await amask_secret(password)
     except Exception:
         pass
 

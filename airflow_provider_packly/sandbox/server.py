@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +40,10 @@ def run_sandbox(
     *,
     startup_timeout: float = 10.0,
     shutdown_timeout: float = 10.0,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    ssl_ca_certs: str | None = None,
+    ssl_cert_reqs: int = ssl.CERT_NONE,
 ) -> Iterator[RunningSandbox]:
     """Serve a fresh sandbox app with uvicorn in a daemon thread for the ``with`` block.
 
@@ -47,10 +52,24 @@ def run_sandbox(
     ``TimeoutError`` after ``startup_timeout``). On exit asks uvicorn to stop
     (``should_exit``) and joins the thread, so the listening socket is closed afterwards.
     uvicorn logs only warnings, and never request headers.
+
+    With ``ssl_certfile`` (and ``ssl_keyfile``) the sandbox serves HTTPS and ``base_url``
+    starts with ``https://``; ``ssl_cert_reqs=ssl.CERT_REQUIRED`` with ``ssl_ca_certs`` makes
+    it demand a client certificate signed by that CA (uvicorn's own TLS options).
     """
     app = create_app(config)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            ssl_ca_certs=ssl_ca_certs,
+            ssl_cert_reqs=ssl_cert_reqs,
+        )
     )
     exit_statuses: list[object] = []
 
@@ -77,7 +96,7 @@ def run_sandbox(
             time.sleep(0.005)
         bound_host, bound_port = server.servers[0].sockets[0].getsockname()[:2]
         yield RunningSandbox(
-            base_url=f"http://{_url_host(bound_host)}:{bound_port}",
+            base_url=f"{'https' if ssl_certfile else 'http'}://{_url_host(bound_host)}:{bound_port}",
             state=app.state.sandbox,
             app=app,
             server=server,

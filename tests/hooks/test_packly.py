@@ -263,7 +263,9 @@ def test_one_tls_context_per_process_built_off_the_event_loop(make_connection, m
 
     import airflow_provider_packly.hooks.packly as module
 
-    monkeypatch.setattr(module, "_ssl", None)
+    from airflow_provider_packly.tls import SslContexts
+
+    monkeypatch.setattr(module, "_SSL_CONTEXTS", SslContexts())
     real = httpx.create_ssl_context
     built_on: list[str] = []
 
