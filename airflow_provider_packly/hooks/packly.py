@@ -175,8 +175,9 @@ class PacklyHook(BaseHook):
         context = _SSL_CONTEXTS.get(connection.tls, connection.where)
         with self._lock:
             if self._client is None:
-                self._warn_about_settings(connection)
-                _mask_proxy_credentials(connection)
+                if not self._warned:
+                    self._warn_about_settings(connection)
+                    _mask_proxy_credentials(connection)
                 self._client = httpx.Client(transport=self._transport, **_client_options(connection, context))
             return self._client
 
@@ -188,8 +189,9 @@ class PacklyHook(BaseHook):
         connection = await self.aget_conn()
         self._token_source(connection)
         context = await _SSL_CONTEXTS.aget(connection.tls, connection.where)
-        self._warn_about_settings(connection)
-        await _amask_proxy_credentials(connection)
+        if not self._warned:  # once per hook: shared-client hooks come through here on every call
+            self._warn_about_settings(connection)
+            await _amask_proxy_credentials(connection)
         if self.shared_async_client:
             return await _SHARED_ASYNC_CLIENTS.get(connection, self._async_transport, context)
         loop = _running_loop()
@@ -596,13 +598,27 @@ async def _amask_token(token: AccessToken) -> None:
         pass
 
 
+#: Digests of the proxy passwords already given to the masker: each costs a round trip to the
+#: task supervisor, and a triggerer's many hooks share one proxy.
+_masked_proxy_passwords: set[str] = set()
+
+
 def _proxy_password(connection: PacklyConnection) -> str | None:
+    """The proxy password not yet registered with the masker in this process, else ``None``."""
     if connection.proxy_url is None:
         return None
+    import hashlib
     from urllib.parse import unquote, urlsplit
 
     password = urlsplit(connection.proxy_url).password
-    return unquote(password) if password else None
+    if not password:
+        return None
+    password = unquote(password)
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    if digest in _masked_proxy_passwords:
+        return None
+    _masked_proxy_passwords.add(digest)
+    return password
 
 
 def _mask_proxy_credentials(connection: PacklyConnection) -> None:

@@ -116,3 +116,27 @@ def test_a_ca_bundle_replaces_the_default_cas(pki):
     assert len(build_ssl_context(TlsSettings()).get_ca_certs()) > 10  # certifi's
     (only,) = build_ssl_context(TlsSettings(ca_bundle_path=str(pki.ca))).get_ca_certs()
     assert only["subject"] == ((("commonName", "Packly test CA"),),)
+
+
+def test_proxy_password_is_given_to_the_masker_once_per_process(make_connection, mocker, monkeypatch):
+    """Defence in depth (the provider never logs it): Airflow's masker hides the decoded proxy
+    password, registered once however many hooks use it (each registration is a round trip)."""
+    import airflow_provider_packly.hooks.packly as module
+    from airflow.sdk import log as sdk_log
+
+    monkeypatch.setattr(module, "_masked_proxy_passwords", set())
+    mask = mocker.patch("airflow.sdk.log.mask_secret")
+    amask = mocker.patch.object(sdk_log, "amask_secret", create=True, new=mocker.AsyncMock())
+    conn = make_connection(proxy_url="http://user:p%40ss-w0rd@127.0.0.1:3128")
+    for _ in range(3):
+        with PacklyHook(connection=conn) as hook:
+            hook.get_client()
+    mask.assert_called_once_with("p@ss-w0rd")
+
+    async def main() -> None:
+        async with PacklyHook(connection=make_connection(proxy_url="http://user:other-pass@127.0.0.1:3128")) as hook:
+            for _ in range(3):
+                await hook.aget_client()
+
+    asyncio.run(main())
+    amask.assert_awaited_once_with("other-pass")
