@@ -86,6 +86,7 @@ def test_what_cannot_be_right_is_refused_with_the_reason(host, port, schema, exp
         ("packly://id:secret@127.0.0.1:8089/http", "http://127.0.0.1:8089"),
         ("packly://id:secret@127.0.0.1:8089/http?environment=sandbox&timeout=5", "http://127.0.0.1:8089"),
         ("packly://id:secret@api.packly.io?environment=live", "https://api.packly.io"),
+        ("packly://id:secret@[::1]:8089/http", "http://[::1]:8089"),
         ("packly://id:secret@?environment=live", "https://api.packly.io"),
     ],
 )
