@@ -93,7 +93,7 @@ class PacklyOperator(_PacklyBaseOperator):
     it goes to XCom). A non-2xx answer fails the task with ``PacklyAPIError``.
 
     :param endpoint: Path under the connection's Base URL, e.g. ``/v1/reseller/orders`` (templated).
-    :param method: HTTP method, ``GET`` by default.
+    :param method: HTTP method, ``GET`` by default (templated).
     :param request_params: Query parameters (templated). Named as in Airflow's ``HttpSensor``:
         ``params`` is every operator's own argument (the DAG/task params).
     :param json: JSON body (templated).
@@ -449,11 +449,12 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
     :param since: Keep orders at or after this time: datetime or ISO-8601 (templated).
     :param until: Keep orders before this time (templated).
     :param use_data_interval: Use ``data_interval_start``/``data_interval_end`` where
-        ``since``/``until`` are not given.
-    :param timestamp_field: The order field holding a timestamp; required by a time filter.
-    :param max_orders: Stop after this many matching orders (``None``: no cap).
-    :param sort: ``desc`` (default) or ``asc``, as sent to Packly.
-    :param page_size: Orders per page (Packly's ``limit``).
+        ``since``/``until`` are not given (templated).
+    :param timestamp_field: The order field holding a timestamp; required by a time filter
+        (templated).
+    :param max_orders: Stop after this many matching orders (``None``: no cap) (templated).
+    :param sort: ``desc`` (default) or ``asc``, as sent to Packly (templated).
+    :param page_size: Orders per page (Packly's ``limit``) (templated).
     :param packly_conn_id: The ``packly`` connection.
     """
 

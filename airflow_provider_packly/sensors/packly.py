@@ -12,6 +12,10 @@ the check is not satisfied. Unlike Airflow's ``HttpSensor`` (apache/airflow#4020
 therefore honours ``response_check``; the check sees the same ``httpx.Response`` in both modes,
 and no response body is stored in the metadata database.
 
+Every poke, in poke mode and deferred (the first one, and the trigger's answer on resume),
+runs inside Airflow's own ``BaseSensorOperator.execute`` loop, so ``soft_fail``,
+``never_fail`` and ``silent_fail`` behave as for any Airflow sensor whatever the mode.
+
 DAG-parse cost: this module imports only ``airflow.sdk`` and the provider's pure rules; the
 hook and the triggers are imported when a sensor runs or defers.
 """
@@ -315,11 +319,12 @@ class PacklyOrderStatusSensor(_PacklyOrderConditionSensor):
     Returns ``{"order_id", "order_status", "product_statuses"}``.
 
     :param order_id: The order (templated), e.g. ``"{{ params.order_id }}"``.
-    :param target_statuses: Order statuses that mean success (default ``closed``).
-    :param failure_statuses: Order statuses that mean failure (default ``canceled``, ``deleted``).
+    :param target_statuses: Order statuses that mean success (default ``closed``) (templated).
+    :param failure_statuses: Order statuses that mean failure (default ``canceled``, ``deleted``)
+        (templated).
     :param packly_conn_id: The ``packly`` connection.
     :param page_size: ``limit`` when paging through ``/v1/reseller/orders`` (Packly documents
-        no by-id endpoint).
+        no by-id endpoint) (templated).
     :param deferrable: Wait on the triggerer; default ``[operators] default_deferrable``.
     """
 
@@ -358,10 +363,10 @@ class PacklySensor(_PacklySensorBase):
     With ``deferrable=True`` the sensor pokes once, then defers to ``PacklyWaitTrigger``, which
     only waits until the next poke time; on resume the worker pokes (and runs the check) again
     and defers again until the check passes or ``timeout`` (an absolute deadline fixed at the
-    first deferral) is reached. Resumed past the deadline (e.g. after a triggerer outage), it
-    still pokes once more before timing out. A Python callable cannot run on the triggerer, and this keeps
-    response bodies out of the metadata database; the cost is one short worker run per poke,
-    as in ``mode="reschedule"``, so prefer a ``poke_interval`` of a minute or more.
+    first deferral) is reached; resumed past the deadline (e.g. after a triggerer outage), it
+    still pokes once more before timing out. A Python callable cannot run on the triggerer, and
+    this keeps response bodies out of the metadata database; the cost is one short worker run
+    per poke, as in ``mode="reschedule"``, so prefer a ``poke_interval`` of a minute or more.
 
     :param endpoint: Path under the connection's Base URL (templated).
     :param request_params: Query parameters (templated); not ``params``, which is every

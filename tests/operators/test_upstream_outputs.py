@@ -293,3 +293,18 @@ def test_a_template_is_checked_once_rendered_with_the_same_message(no_packly):
     sensor.render_template_fields({"params": {"wanted": ["shipped"]}})
     with pytest.raises(PacklyValidationError, match=r"target_statuses has unknown status\(es\) 'shipped'"):
         sensor.execute({"params": {}})
+
+
+def test_the_docs_list_each_class_s_template_fields():
+    """docs/operators.md names the templated arguments; they are the classes' template_fields."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operators.md").read_text()
+    listed = [tuple(re.split(r",\s*", found)) for found in re.findall(r"[Tt]emplated:\s*`([a-z_, ]+)`", text)]
+    assert listed == [
+        PacklyOperator.template_fields,
+        PacklyOrdersOperator.template_fields,
+        PacklyOrderStatusSensor.template_fields,
+    ]
+    assert PacklyOrderProductsShippedSensor.template_fields == PacklyOrderStatusSensor.template_fields
+    assert PacklyQuotationOperator.template_fields == ("items", "shipping")
