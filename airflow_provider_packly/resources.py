@@ -96,9 +96,13 @@ def dimension(value: Any, name: str) -> str:
 
 
 def _code(value: Any, name: str) -> str:
+    """A Packly code (article or material), checked; ``name`` says which argument it came from."""
     if not isinstance(value, str) or not _ARTICLE.match(value.strip()):
         raise PacklyValidationError(f"{name} must be a Packly code such as 's020_v1' or 'SBS300'; got {value!r}.")
     return value.strip()
+
+
+validate_code = _code
 
 
 def dieline_params(article: Any, material: Any, width: Any, depth: Any, height: Any, type: str = "pdf") -> dict[str, str]:

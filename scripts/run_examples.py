@@ -33,7 +33,7 @@ RESULT_MARKER = "Packly result:"
 SANDBOX_CLIENT_ID = "sandbox-client-id"
 SANDBOX_CLIENT_SECRET = "sandbox-client-secret"
 #: In the order they are shown.
-DAG_IDS = ("packly_quickstart", "packly_dieline_to_storage", "packly_quote_then_wait_for_order")
+DAG_IDS = ("packly_quickstart", "packly_dieline_to_storage", "packly_quote_then_wait_for_order", "packly_taskflow_chain")
 #: The sandbox's orders advance one status per this many seconds from a clock reset; slow
 #: enough that the order DAG's sensor finds ORD-0001 still open and defers (it closes at 4 steps).
 ORDER_STEP_SECONDS = 4.0

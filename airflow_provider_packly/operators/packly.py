@@ -1,8 +1,9 @@
 """Operators for the Packly REST API: a generic call, dielines, quotations, orders.
 
 Each operator checks its arguments with the pure rules of ``resources.py`` when the DAG file
-is parsed (a negative width is a DAG import error, not a failed run); values holding a Jinja
-template (``{{ ... }}``) can only be checked once rendered, at execute time. Each opens one
+is parsed (a negative width is a DAG import error, not a failed run); values that Airflow
+fills in at run time (an upstream task's ``XComArg``, a mapped argument, a Jinja template)
+are checked once rendered, at execute time, by the same rules (``arguments.py``). Each opens one
 ``PacklyHook`` and closes it before returning, and returns plain data (dicts, lists, str,
 int): never a token, a connection or a response object.
 
@@ -23,17 +24,20 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping, 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from airflow_provider_packly.arguments import ArgumentCheck, CheckedArgumentsMixin
 from airflow_provider_packly.exceptions import PacklyError
 from airflow_provider_packly.resources import (
     DIELINE_PATH,
     ORDER_STATUSES,
     PacklyValidationError,
     dieline_params,
+    dimension,
     orders_page_params,
+    validate_code,
     validate_quotation_item,
     validate_shipping,
 )
-from airflow_provider_packly.triggers.rules import is_templated, normalise_statuses
+from airflow_provider_packly.triggers.rules import normalise_statuses
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -52,8 +56,12 @@ _LOCAL_PROTOCOLS = ("", "file", "local")
 _PDF_MAGIC = b"%PDF-"
 
 
-class _PacklyBaseOperator(BaseOperator):
-    """The connection and the hook, shared by the Packly operators."""
+class _PacklyBaseOperator(CheckedArgumentsMixin, BaseOperator):
+    """The connection, the hook and the argument checks, shared by the Packly operators.
+
+    A subclass lists its rules in ``argument_checks``, calls ``self.check_arguments(parsing=True)``
+    at the end of ``__init__`` and ``self.check_arguments()`` first thing in ``execute``.
+    """
 
     ui_color = "#fff1e0"
 
@@ -85,7 +93,7 @@ class PacklyOperator(_PacklyBaseOperator):
     it goes to XCom). A non-2xx answer fails the task with ``PacklyAPIError``.
 
     :param endpoint: Path under the connection's Base URL, e.g. ``/v1/reseller/orders`` (templated).
-    :param method: HTTP method, ``GET`` by default.
+    :param method: HTTP method, ``GET`` by default (templated).
     :param request_params: Query parameters (templated). Named as in Airflow's ``HttpSensor``:
         ``params`` is every operator's own argument (the DAG/task params).
     :param json: JSON body (templated).
@@ -96,7 +104,11 @@ class PacklyOperator(_PacklyBaseOperator):
     :param packly_conn_id: The ``packly`` connection.
     """
 
-    template_fields = ("endpoint", "request_params", "json", "data", "headers")
+    template_fields = ("endpoint", "method", "request_params", "json", "data", "headers")
+    argument_checks = (
+        ArgumentCheck(("endpoint",), lambda endpoint: _check_endpoint(endpoint)),
+        ArgumentCheck(("method",), lambda method: _check_method(method)),
+    )
 
     def __init__(
         self,
@@ -112,31 +124,30 @@ class PacklyOperator(_PacklyBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(endpoint, str) or not endpoint.strip():
-            raise PacklyValidationError(f"endpoint must be a path such as '/v1/reseller/orders'; got {endpoint!r}.")
-        if not isinstance(method, str) or method.upper() not in _METHODS:
-            raise PacklyValidationError(f"method must be one of {', '.join(_METHODS)}; got {method!r}.")
         for name, func in (("response_check", response_check), ("response_filter", response_filter)):
             if func is not None and not callable(func):
                 raise PacklyValidationError(f"{name} must be a callable.")
         self.endpoint = endpoint
-        self.method = method.upper()
+        self.method = method
         self.request_params = request_params
         self.json = json
         self.data = data
         self.headers = headers
         self.response_check = response_check
         self.response_filter = response_filter
+        self.check_arguments(parsing=True)
 
     def execute(self, context: Context) -> Any:
-        self.log.info("Calling Packly: %s %s", self.method, self.endpoint)
+        self.check_arguments()
+        method = _check_method(self.method)
+        self.log.info("Calling Packly: %s %s", method, self.endpoint)
         with self.get_hook() as hook:
             response = hook.request(
-                self.method, self.endpoint, params=self.request_params, json=self.json, data=self.data, headers=self.headers
+                method, self.endpoint, params=self.request_params, json=self.json, data=self.data, headers=self.headers
             )
         if self.response_check is not None and not _call_with_context(self.response_check, response, context):
             raise AirflowException(
-                f"response_check returned a false value for Packly's answer to {self.method} {self.endpoint} "
+                f"response_check returned a false value for Packly's answer to {method} {self.endpoint} "
                 f"(HTTP {response.status_code})."
             )
         if self.response_filter is not None:
@@ -146,6 +157,19 @@ class PacklyOperator(_PacklyBaseOperator):
         from airflow_provider_packly.hooks.packly import json_body
 
         return json_body(response)
+
+
+def _check_endpoint(endpoint: Any) -> str:
+    """An endpoint path; shared by ``PacklyOperator`` and ``PacklySensor``."""
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise PacklyValidationError(f"endpoint must be a path such as '/v1/reseller/orders'; got {endpoint!r}.")
+    return endpoint
+
+
+def _check_method(method: Any) -> str:
+    if not isinstance(method, str) or method.strip().upper() not in _METHODS:
+        raise PacklyValidationError(f"method must be one of {', '.join(_METHODS)}; got {method!r}.")
+    return method.strip().upper()
 
 
 class PacklyDielineOperator(_PacklyBaseOperator):
@@ -171,6 +195,11 @@ class PacklyDielineOperator(_PacklyBaseOperator):
     """
 
     template_fields = ("article", "material", "width", "depth", "height", "output_path", "output_conn_id")
+    argument_checks = (
+        *(ArgumentCheck((name,), lambda value, name=name: validate_code(value, name)) for name in ("article", "material")),
+        *(ArgumentCheck((name,), lambda value, name=name: dimension(value, name)) for name in ("width", "depth", "height")),
+        ArgumentCheck(("output_path",), lambda output_path: _check_output_path(output_path)),
+    )
 
     def __init__(
         self,
@@ -185,9 +214,6 @@ class PacklyDielineOperator(_PacklyBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_dieline(article, material, width, depth, height, at_parse=True)
-        if isinstance(output_path, str) and not output_path.strip():
-            raise PacklyValidationError("output_path must not be empty.")
         self.article = article
         self.material = material
         self.width = width
@@ -195,18 +221,18 @@ class PacklyDielineOperator(_PacklyBaseOperator):
         self.height = height
         self.output_path = output_path
         self.output_conn_id = output_conn_id
+        self.check_arguments(parsing=True)
 
     def _target(self) -> ObjectStoragePath:
         from airflow.sdk import ObjectStoragePath
 
         if isinstance(self.output_path, ObjectStoragePath):
             return self.output_path
-        if not isinstance(self.output_path, (str, os.PathLike)) or not str(self.output_path).strip():
-            raise PacklyValidationError(f"output_path must be a path or URL; got {self.output_path!r}.")
-        return ObjectStoragePath(str(self.output_path).strip(), conn_id=self.output_conn_id or None)
+        return ObjectStoragePath(str(_check_output_path(self.output_path)), conn_id=self.output_conn_id or None)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        params = _check_dieline(self.article, self.material, self.width, self.depth, self.height, at_parse=False)
+        self.check_arguments()
+        params = dieline_params(self.article, self.material, self.width, self.depth, self.height, type="pdf")
         path = self._target()
         local = path.protocol in _LOCAL_PROTOCOLS
         if local:
@@ -260,14 +286,17 @@ def _remove_quietly(path: ObjectStoragePath) -> None:
         pass
 
 
-def _check_dieline(article: Any, material: Any, width: Any, depth: Any, height: Any, *, at_parse: bool) -> dict[str, str]:
-    """``dieline_params`` for the values that are known: templated ones wait for execute time."""
-    values = {"article": article, "material": material, "width": width, "depth": depth, "height": height}
-    if at_parse:
-        # A stand-in that passes the rules lets the known values be checked now.
-        stand_in = {"article": "s001", "material": "SBS300", "width": 1, "depth": 1, "height": 1}
-        values = {key: stand_in[key] if is_templated(value) else value for key, value in values.items()}
-    return dieline_params(type="pdf", **values)
+def _check_output_path(output_path: Any) -> Any:
+    """A string ``output_path`` stripped; a path object (``ObjectStoragePath``, ``Path``) as it is."""
+    if isinstance(output_path, str):
+        if not output_path.strip():
+            raise PacklyValidationError("output_path must not be empty.")
+        return output_path.strip()
+    from airflow.sdk import ObjectStoragePath
+
+    if not isinstance(output_path, (ObjectStoragePath, os.PathLike)):
+        raise PacklyValidationError(f"output_path must be a path or URL; got {output_path!r}.")
+    return output_path
 
 
 def _literal(value: Any, name: str) -> Any:
@@ -293,9 +322,8 @@ def _literal(value: Any, name: str) -> Any:
         ) from None
 
 
-def _check_items(items: Any, *, at_parse: bool) -> list[dict[str, Any]] | None:
-    if at_parse and isinstance(items, str):
-        return None  # a template: checked once rendered
+def _check_items(items: Any) -> list[dict[str, Any]]:
+    """The quotation items as a list, each checked (a rendered template is read back first)."""
     items = _literal(items, "items")
     if isinstance(items, Mapping) or not isinstance(items, Iterable) or isinstance(items, (str, bytes)):
         raise PacklyValidationError(f"items must be a list of quotation items; got {type(items).__name__}.")
@@ -303,8 +331,7 @@ def _check_items(items: Any, *, at_parse: bool) -> list[dict[str, Any]] | None:
     if not items:
         raise PacklyValidationError("A quotation needs at least one item.")
     for index, item in enumerate(items):
-        if not (at_parse and is_templated(item)):
-            validate_quotation_item(item, index)
+        validate_quotation_item(item, index)
     return items
 
 
@@ -322,6 +349,10 @@ class PacklyQuotationOperator(_PacklyBaseOperator):
     """
 
     template_fields = ("items", "shipping")
+    argument_checks = (
+        ArgumentCheck(("items",), _check_items),
+        ArgumentCheck(("shipping",), lambda shipping: validate_shipping(shipping or None)),
+    )
 
     def __init__(
         self,
@@ -331,18 +362,17 @@ class PacklyQuotationOperator(_PacklyBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_items(items, at_parse=True)
-        if not is_templated(shipping):
-            validate_shipping(shipping)
         self.items = items
         self.shipping = shipping
+        self.check_arguments(parsing=True)
 
     def execute(self, context: Context) -> Any:
-        items = _check_items(self.items, at_parse=False)
+        self.check_arguments()
+        items = _check_items(self.items)
         shipping = validate_shipping(self.shipping or None)
-        self.log.info("Asking Packly for a quotation of %d item(s)%s", len(items or ()), f" shipped to {shipping}" if shipping else "")
+        self.log.info("Asking Packly for a quotation of %d item(s)%s", len(items), f" shipped to {shipping}" if shipping else "")
         with self.get_hook() as hook:
-            return hook.get_quotation(items or [], shipping)
+            return hook.get_quotation(items, shipping)
 
 
 def _parse_time(value: Any, name: str) -> dt.datetime | None:
@@ -363,6 +393,45 @@ def _parse_time(value: Any, name: str) -> dt.datetime | None:
     return parsed.astimezone(dt.timezone.utc)
 
 
+def _whole_number(value: Any) -> Any:
+    """A whole number rendered from a template (``"50"``) as an int; anything else unchanged."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return value
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A bool, or its rendering by a template (``"True"``, ``"false"``)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise PacklyValidationError(f"{name} must be true or false; got {value!r}.")
+
+
+def _check_statuses(statuses: Any) -> tuple[str, ...] | None:
+    """The order statuses to keep (``None``: all); a rendered list is read back first."""
+    if statuses is None:
+        return None
+    return normalise_statuses(_literal(statuses, "statuses"), name="statuses", allowed=ORDER_STATUSES)
+
+
+def _check_time_filter(since: Any, until: Any, use_data_interval: Any, timestamp_field: Any) -> None:
+    wants_time = bool(since) or bool(until) or _flag(use_data_interval, "use_data_interval")
+    if wants_time and not (isinstance(timestamp_field, str) and timestamp_field.strip()):
+        raise PacklyValidationError(
+            "A time filter (since, until or use_data_interval) needs timestamp_field: Packly documents no "
+            "timestamp field on orders (the local sandbox's own field is 'created_at')."
+        )
+
+
+def _check_max_orders(max_orders: Any) -> int | None:
+    max_orders = _whole_number(max_orders)
+    if max_orders is not None and (isinstance(max_orders, bool) or not isinstance(max_orders, int) or max_orders <= 0):
+        raise PacklyValidationError(f"max_orders must be a positive whole number or None; got {max_orders!r}.")
+    return max_orders
+
+
 class PacklyOrdersOperator(_PacklyBaseOperator):
     """List Packly orders, filtered by status and optionally by time; return them as a list.
 
@@ -380,15 +449,31 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
     :param since: Keep orders at or after this time: datetime or ISO-8601 (templated).
     :param until: Keep orders before this time (templated).
     :param use_data_interval: Use ``data_interval_start``/``data_interval_end`` where
-        ``since``/``until`` are not given.
-    :param timestamp_field: The order field holding a timestamp; required by a time filter.
-    :param max_orders: Stop after this many matching orders (``None``: no cap).
-    :param sort: ``desc`` (default) or ``asc``, as sent to Packly.
-    :param page_size: Orders per page (Packly's ``limit``).
+        ``since``/``until`` are not given (templated).
+    :param timestamp_field: The order field holding a timestamp; required by a time filter
+        (templated).
+    :param max_orders: Stop after this many matching orders (``None``: no cap) (templated).
+    :param sort: ``desc`` (default) or ``asc``, as sent to Packly (templated).
+    :param page_size: Orders per page (Packly's ``limit``) (templated).
     :param packly_conn_id: The ``packly`` connection.
     """
 
-    template_fields = ("statuses", "since", "until")
+    template_fields = (
+        "statuses", "since", "until", "use_data_interval", "timestamp_field", "max_orders", "sort", "page_size",
+    )
+    argument_checks = (
+        ArgumentCheck(("statuses",), lambda statuses: _check_statuses(statuses)),
+        ArgumentCheck(("since",), lambda since: _parse_time(since, "since")),
+        ArgumentCheck(("until",), lambda until: _parse_time(until, "until")),
+        ArgumentCheck(
+            ("since", "until", "use_data_interval", "timestamp_field"),
+            lambda since, until, use_data_interval, timestamp_field: _check_time_filter(
+                since, until, use_data_interval, timestamp_field
+            ),
+        ),
+        ArgumentCheck(("max_orders",), lambda max_orders: _check_max_orders(max_orders)),
+        ArgumentCheck(("page_size", "sort"), lambda page_size, sort: orders_page_params(0, _whole_number(page_size), sort)),
+    )
 
     def __init__(
         self,
@@ -404,20 +489,6 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if statuses is not None and not is_templated(statuses):
-            normalise_statuses(statuses, name="statuses", allowed=ORDER_STATUSES)
-        for name, value in (("since", since), ("until", until)):
-            if not is_templated(value):
-                _parse_time(value, name)
-        wants_time = bool(since) or bool(until) or use_data_interval
-        if wants_time and not (isinstance(timestamp_field, str) and timestamp_field.strip()):
-            raise PacklyValidationError(
-                "A time filter (since, until or use_data_interval) needs timestamp_field: Packly documents no "
-                "timestamp field on orders (the local sandbox's own field is 'created_at')."
-            )
-        if max_orders is not None and (isinstance(max_orders, bool) or not isinstance(max_orders, int) or max_orders <= 0):
-            raise PacklyValidationError(f"max_orders must be a positive whole number or None; got {max_orders!r}.")
-        orders_page_params(0, page_size, sort)
         self.statuses = statuses
         self.since = since
         self.until = until
@@ -426,11 +497,12 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
         self.max_orders = max_orders
         self.sort = sort
         self.page_size = page_size
+        self.check_arguments(parsing=True)
 
     def _window(self, context: Context) -> tuple[dt.datetime | None, dt.datetime | None]:
         since = _parse_time(self.since, "since")
         until = _parse_time(self.until, "until")
-        if self.use_data_interval:
+        if _flag(self.use_data_interval, "use_data_interval"):
             if since is None:
                 since = _parse_time(context.get("data_interval_start"), "data_interval_start")
             if until is None:
@@ -454,15 +526,16 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
         return parsed
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        statuses = None
-        if self.statuses is not None:
-            statuses = set(normalise_statuses(_literal(self.statuses, "statuses"), name="statuses", allowed=ORDER_STATUSES))
+        self.check_arguments()
+        wanted = _check_statuses(self.statuses)
+        statuses = None if wanted is None else set(wanted)
+        max_orders = _check_max_orders(self.max_orders)
         since, until = self._window(context)
         timed = since is not None or until is not None
         orders: list[dict[str, Any]] = []
         seen = 0
         with self.get_hook() as hook:
-            pages = hook.iter_orders(sort=self.sort, limit=self.page_size)
+            pages = hook.iter_orders(sort=self.sort, limit=_whole_number(self.page_size))
             try:
                 for order in pages:
                     seen += 1
@@ -473,8 +546,8 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
                         if (since is not None and stamp < since) or (until is not None and stamp >= until):
                             continue
                     orders.append(order)
-                    if self.max_orders is not None and len(orders) >= self.max_orders:
-                        self.log.info("Reached max_orders=%d; paging stopped.", self.max_orders)
+                    if max_orders is not None and len(orders) >= max_orders:
+                        self.log.info("Reached max_orders=%d; paging stopped.", max_orders)
                         break
             finally:
                 pages.close()

@@ -80,9 +80,13 @@ class PacklyOrderStatusTrigger(BaseTrigger):
     :param poll_interval: Seconds between two polls.
     :param page_size: ``limit`` used when paging through the orders.
 
+    It looks at the order at least once, and once more at the deadline, even when it starts
+    after the deadline (re-created after a triggerer outage): the event says what Packly says
+    then, not merely that time ran out.
+
     Event payload: ``status``, ``message``, ``order_id``, ``order_status`` (last seen, or
-    ``None``), ``product_statuses`` (product id -> status, last seen), ``condition``, and for
-    ``error`` an ``error`` mapping (``rules.error_to_payload``).
+    ``None``), ``product_statuses`` (product id -> status, last seen), ``condition``,
+    ``deadline``, and for ``error`` an ``error`` mapping (``rules.error_to_payload``).
     """
 
     #: Polls in flight at once in one triggerer event loop, all Packly order triggers together.
@@ -141,6 +145,7 @@ class PacklyOrderStatusTrigger(BaseTrigger):
             order_status=last.order_status if last else None,
             product_statuses=dict(last.product_statuses) if last else {},
             condition=dict(self.condition),
+            deadline=self.deadline,
             **extra,
         )
 
@@ -154,16 +159,18 @@ class PacklyOrderStatusTrigger(BaseTrigger):
         )
 
     async def _wait(self) -> dict[str, Any]:
+        """Poll until the condition decides or the deadline passes; always look at least once.
+
+        The last poll is at (or, for a trigger re-created after a triggerer outage, after) the
+        deadline: an order that closed while nobody was looking is reported as closed, and a
+        ``timeout`` always carries the status last seen.
+        """
         condition = OrderCondition.from_dict(self.condition)
         deadline = parse_deadline(self.deadline)
         last: ConditionResult | None = None
-        if seconds_until(deadline) <= 0:  # e.g. re-created after a long triggerer outage
-            return self._timeout(last)
         try:
             async with self._make_hook() as hook:
                 while True:
-                    if seconds_until(deadline) <= 0:
-                        return self._timeout(last)
                     try:
                         async with _poll_slot(self.max_polls_in_flight):
                             order = await hook.aget_order(self.order_id, limit=self.page_size)
@@ -176,7 +183,10 @@ class PacklyOrderStatusTrigger(BaseTrigger):
                         if last.outcome != "waiting":
                             return self._event(last.outcome, last.message, last)
                         self.log.info("%s", last.message)
-                    await asyncio.sleep(max(0.0, min(self.poll_interval, seconds_until(deadline))))
+                    remaining = seconds_until(deadline)
+                    if remaining <= 0:
+                        return self._timeout(last)
+                    await asyncio.sleep(min(self.poll_interval, remaining))
         except PacklyError as exc:  # e.g. the connection's settings cannot be used
             return self._event("error", str(exc), last, error=error_to_payload(exc))
         except Exception as exc:  # a bug or an unexpected answer: one clear event, not a crash loop
@@ -194,8 +204,9 @@ class PacklyWaitTrigger(BaseTrigger):
 
     Used by ``PacklySensor``: its ``response_check`` runs on the worker when the task resumes.
     ``success`` means "the wait is over: poke now"; ``timeout`` means the deadline had already
-    passed when the trigger started (e.g. it was re-created after a triggerer outage). The
-    event echoes ``deadline`` so the sensor can defer again with the same deadline.
+    passed when the trigger started (e.g. it was re-created after a triggerer outage): the
+    sensor still pokes once more on resume before it times out. The event echoes ``deadline``
+    so the sensor can defer again with the same deadline.
     """
 
     def __init__(self, *, wake_at: str, deadline: str) -> None:

@@ -271,3 +271,32 @@ def test_quote_then_wait_for_order_defers_and_resumes(airflow_env, sandbox, cloc
     }
     assert result["quotation_total"] > 0
     assert sandbox.state.api_requests["/v1/reseller/orders"] - orders_before >= 3  # poke, trigger polls, summary
+
+
+@pytest.mark.airflow_cli
+@pytest.mark.integration
+def test_taskflow_chain_defers_on_an_upstream_order_id_and_maps(airflow_env, sandbox, clock):
+    # The order id comes from an upstream @task (an XComArg); the sandbox's clock starts with the
+    # sensor, as in the order example above, so its first poke finds the order open and defers.
+    clock.freeze()
+    sandbox.state.reset_clock()
+
+    def start_clock_at_the_sensor(line: str) -> None:
+        if "[DAG TEST] starting task_id=wait_for_order" in line:
+            clock.start()
+
+    quotations_before = sandbox.state.api_requests["/v1/reseller/quotation"]
+    returncode, output = run_dag(airflow_env, "packly_taskflow_chain", on_line=start_clock_at_the_sensor)
+    clock.start()
+    assert_succeeded(returncode, output, "packly_taskflow_chain", sandbox)
+
+    lines = output.splitlines()
+    deferred = [i for i, line in enumerate(lines) if "Deferring: waiting on the triggerer for Packly order ORD-0001" in line]
+    assert deferred, output[-5000:]
+    assert any("new_state=deferred" in line for line in lines[deferred[0]:])
+    assert any("[DAG TEST] Trigger completed" in line for line in lines[deferred[0]:])
+    result = packly_result(output)
+    assert result["order_id"] == "ORD-0001" and result["order_status"] == "closed"
+    totals = result["quotation_totals"]
+    assert len(totals) == 3 and all(total > 0 for total in totals)  # one per mapped task instance
+    assert sandbox.state.api_requests["/v1/reseller/quotation"] - quotations_before == 3

@@ -163,7 +163,7 @@ def test_packly_refusal_fails_with_the_api_error(fake):
 
 def test_generic_operator_templates(fake):
     op = PacklyOperator(task_id="p", endpoint="/v1/reseller/{{ params.what }}", request_params={"page": "{{ params.page }}"})
-    assert op.template_fields == ("endpoint", "request_params", "json", "data", "headers")
+    assert op.template_fields == ("endpoint", "method", "request_params", "json", "data", "headers")
     op.render_template_fields(context(params={"what": "orders", "page": 3}))
     fake.answers = [httpx.Response(204)]
     assert op.execute(context()) is None

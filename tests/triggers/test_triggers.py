@@ -105,17 +105,6 @@ def test_order_trigger_checks_its_arguments(overrides, error):
 
 
 @pytest.mark.anyio
-async def test_a_passed_deadline_yields_timeout_without_polling(mocker):
-    fake = FakePackly(page(order("ORD-0001", "closed")))
-    use_fake(mocker, fake)
-    past = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)).isoformat()
-    events = await collect(recreate(order_trigger(deadline=past)))
-    assert [e["status"] for e in events] == ["timeout"]
-    assert events[0]["order_id"] == "ORD-0001" and events[0]["order_status"] is None
-    assert fake.calls == [] and fake.token_requests == 0
-
-
-@pytest.mark.anyio
 async def test_transient_errors_are_polled_through(mocker):
     fake = FakePackly(
         envelope(503, "INTERNAL_SERVER_ERROR", "try later"),
