@@ -102,25 +102,29 @@ class ControlledClock:
 # -- the sandbox, with token requests attributed to processes ------------------------------------------
 @dataclass(frozen=True)
 class TokenRequest:
-    """One ``POST /v1/oauth2/token``: the sending process and what it is (see ``Harness.role_of``)."""
+    """One ``POST /v1/oauth2/token``: the sending process, as seen while it was connected."""
 
     pid: int | None
     cmdline: str
-    role: str
+    ancestors: tuple[int, ...]  # parent, grandparent, ... PIDs
 
 
-def _owner_of_peer(port: int) -> int | None:
-    """The PID of the process whose TCP socket is bound to local port ``port`` on loopback."""
+def _owner_of_peer(port: int) -> TokenRequest:
+    """The process whose TCP socket is bound to local port ``port`` (the request's peer)."""
     for conn in psutil.net_connections(kind="tcp4"):
         if conn.laddr and conn.laddr.port == port and conn.raddr and conn.pid:
-            return int(conn.pid)
-    return None
+            try:
+                process = psutil.Process(conn.pid)
+                return TokenRequest(conn.pid, " ".join(process.cmdline()), tuple(p.pid for p in process.parents()))
+            except psutil.Error:
+                return TokenRequest(conn.pid, "", ())
+    return TokenRequest(None, "", ())
 
 
 class _AttributeTokenRequests:
     """ASGI layer: before the sandbox answers a token request, note which process sent it."""
 
-    def __init__(self, app: ASGIApp, record: Callable[[int | None], None]) -> None:
+    def __init__(self, app: ASGIApp, record: Callable[[TokenRequest], None]) -> None:
         self.app = app
         self.record = record
 
@@ -137,7 +141,7 @@ class Sandbox:
     base_url: str
     state: SandboxState
     clock: ControlledClock
-    token_pids: list[int | None] = field(default_factory=list)
+    token_requests: list[TokenRequest] = field(default_factory=list)
 
 
 @contextmanager
@@ -145,9 +149,9 @@ def serve_sandbox(clock: ControlledClock) -> Iterator[Sandbox]:
     """Serve a sandbox app (credentials ``CLIENT_ID``/``CLIENT_SECRET``) on a free loopback port."""
     config = SandboxConfig(credentials={"sandbox": (CLIENT_ID, CLIENT_SECRET), "live": ("l", "l-secret")}, now=clock)
     app = create_app(config)
-    pids: list[int | None] = []
+    requests: list[TokenRequest] = []
     server = uvicorn.Server(
-        uvicorn.Config(_AttributeTokenRequests(app, pids.append), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        uvicorn.Config(_AttributeTokenRequests(app, requests.append), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     )
     thread = threading.Thread(target=server.run, name="real-airflow-sandbox", daemon=True)
     thread.start()
@@ -155,7 +159,7 @@ def serve_sandbox(clock: ControlledClock) -> Iterator[Sandbox]:
         wait_for("the Packly sandbox to listen", lambda: server.started or not thread.is_alive(), 10, 0.01)
         assert server.started, "the Packly sandbox did not start"
         port = server.servers[0].sockets[0].getsockname()[1]
-        yield Sandbox(f"http://127.0.0.1:{port}", app.state.sandbox, clock, pids)
+        yield Sandbox(f"http://127.0.0.1:{port}", app.state.sandbox, clock, requests)
     finally:
         server.should_exit = True
         thread.join(10)
@@ -293,21 +297,16 @@ class Harness:
         for component in reversed(self.components):
             self.stop(component)
 
-    def role_of(self, pid: int | None) -> TokenRequest:
-        """Which started component (or task process) ``pid`` is, from its ancestry and title."""
-        if pid is None:
-            return TokenRequest(None, "", "unknown")
+    def role_of(self, request: TokenRequest) -> str:
+        """Who sent a token request: ``<role>-<n>`` of a started component (or a process under
+        it), ``cli`` for an ``airflow`` command this test ran, else ``unknown``."""
         ours = {c.pid: f"{c.role}-{i}" for i, c in enumerate(self.components)}
-        try:
-            process = psutil.Process(pid)
-            cmdline = " ".join(process.cmdline())
-            chain = [process, *process.parents()]
-        except psutil.Error:
-            return TokenRequest(pid, "", "gone")
-        for ancestor in chain:
-            if ancestor.pid in ours:
-                return TokenRequest(pid, cmdline, ours[ancestor.pid])
-        return TokenRequest(pid, cmdline, "this-process" if pid == os.getpid() else "other")
+        for pid in (request.pid, *request.ancestors):
+            if pid in ours:
+                return ours[pid]
+        if os.getpid() in request.ancestors and "airflow" in request.cmdline:
+            return "cli"
+        return "unknown"
 
     # -- REST ---------------------------------------------------------------------------------------
     def admin_password(self) -> str:
@@ -374,6 +373,19 @@ class Harness:
             1.0,
         )
         return str(state)
+
+    def executor_events(self, dag_id: str, task_id: str, run_id: str) -> int:
+        """How many executor events the scheduler has processed for this task instance.
+
+        A deferring task's process exits after the TI is already ``deferred`` in the database;
+        if the trigger fires and the TI runs again before the scheduler has processed that
+        first exit, Airflow 3.3 takes it for an external state change and fails the running
+        try ("finished with state success, but the task instance's state attribute is
+        running"). A fast trigger can do that to a user too; the tests wait for the event
+        before letting an order close, so they test the provider, not that race.
+        """
+        needle = f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}'"
+        return sum(c.log.read_text(errors="replace").count(needle) for c in self.components if c.role == "scheduler")
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         response = self.api.get(

@@ -1,10 +1,10 @@
 """The real user path: a real Airflow 3.3 (api-server, scheduler, dag-processor, triggerer) runs
 every example DAG against the sandbox, through the REST API, as a new user would.
 
-The tests share one Airflow (session fixture) and run in file order: the DAG runs first, then
-the triggerer restart, the connection tests, then the token accounting and the secret scan of
-everything the run left behind (the browser test, in test_connection_form.py, runs before the
-last two: see ``pytest_collection_modifyitems`` in conftest.py).
+The tests share one Airflow (session fixture) and run in file order: here the DAG runs, the
+triggerer restart and the connection tests; then the UI form in a browser
+(test_2_connection_form.py); then the token accounting and the secret scan of everything the
+run left behind (test_3_after_the_run.py).
 """
 
 from __future__ import annotations
@@ -101,6 +101,12 @@ def wait_for_deferred(harness: Harness, dag_id: str, run_id: str, task_id: str, 
         return ti if ti.get("state") == "deferred" and trigger.get("id") and ti.get("triggerer_job") else None
 
     ti: dict[str, Any] = wait_for(f"{dag_id}.{task_id} to be deferred on the triggerer", deferred, timeout, 0.5)
+    wait_for(
+        f"the scheduler to see {dag_id}.{task_id}'s deferring process exit",
+        lambda: harness.executor_events(dag_id, task_id, run_id) >= 1,
+        timeout,
+        0.5,
+    )
     return ti
 
 
@@ -134,12 +140,9 @@ def test_every_example_dag_runs_and_the_order_sensor_defers_after_a_long_uptime(
     # Other DAGs' order sensors (e.g. a TaskFlow chain) must defer too.
     for dag_id in example_dag_ids:
 
-        def sensors_deferred_or_done() -> bool:
-            tis = [ti for ti in harness.task_instances(dag_id, RUNS[dag_id]) if is_order_sensor(ti)]
-            return all(ti["state"] == "deferred" for ti in tis)
-
-        if any(is_order_sensor(ti) for ti in harness.task_instances(dag_id, RUNS[dag_id])):
-            wait_for(f"every order sensor of {dag_id} to be deferred", sensors_deferred_or_done, 180, 0.5)
+        for ti in harness.task_instances(dag_id, RUNS[dag_id]):
+            if is_order_sensor(ti):
+                wait_for_deferred(harness, dag_id, RUNS[dag_id], ti["task_id"])
     assert sensor["trigger"]["classpath"].endswith("PacklyOrderStatusTrigger")
 
     sandbox.clock.jump(60)  # every order reaches its final state
@@ -162,3 +165,93 @@ def test_every_example_dag_runs_and_the_order_sensor_defers_after_a_long_uptime(
         f"/dags/{ORDER_DAG}/dagRuns/{RUNS[ORDER_DAG]}/taskInstances/summarize/xcomEntries/return_value"
     ).json()
     assert '"closed"' in json.dumps(summary["value"]) or "'closed'" in str(summary["value"]), summary
+
+
+def test_a_triggerer_restart_keeps_the_deferred_sensor_and_its_deadline(real_airflow: Harness) -> None:
+    harness, sandbox = real_airflow, real_airflow.sandbox
+    sandbox.clock.freeze()
+    sandbox.state.reset_clock()  # ORD-0001 starts again at waiting_execute_payment when next listed
+    run_id = harness.trigger(ORDER_DAG)
+    RUNS[f"{ORDER_DAG} (triggerer restart)"] = run_id
+    ti = wait_for_deferred(harness, ORDER_DAG, run_id, ORDER_SENSOR)
+    trigger_id = ti["trigger"]["id"]
+    before = trigger_row(harness, trigger_id)
+    assert before["triggerer_id"] is not None
+
+    old = harness.running("triggerer")
+    harness.stop(old)  # by its PID, while the sensor is deferred
+    assert old.process.returncode is not None
+    new = harness.start("triggerer")
+    assert new.pid != old.pid
+
+    def picked_up_by_the_new_triggerer() -> dict[str, Any] | None:
+        row = trigger_row(harness, trigger_id)
+        return row if row["triggerer_id"] not in (None, before["triggerer_id"]) else None
+
+    after = wait_for("the new triggerer to take over the trigger", picked_up_by_the_new_triggerer, 120, 1.0)
+    assert deadline_in(after["kwargs_text"]) == deadline_in(before["kwargs_text"])
+    assert harness.run_state(ORDER_DAG, run_id) == "running"
+
+    sandbox.clock.jump(60)  # ORD-0001 closes
+    sandbox.clock.run()
+    assert harness.wait_for_run(ORDER_DAG, run_id) == "success"
+    ti = harness.api.get(f"/dags/{ORDER_DAG}/dagRuns/{run_id}/taskInstances/{ORDER_SENSOR}").json()
+    assert ti["state"] == "success" and ti["try_number"] == 1
+    trigger_logs = list(
+        harness.home.glob(f"logs/dag_id={ORDER_DAG}/run_id={run_id}/task_id={ORDER_SENSOR}/*.trigger.{after['triggerer_id']}.log")
+    )
+    assert trigger_logs and "Trigger fired event" in trigger_logs[0].read_text(), sorted(
+        p.name for p in harness.home.glob(f"logs/dag_id={ORDER_DAG}/run_id={run_id}/task_id={ORDER_SENSOR}/*")
+    )
+
+
+#: How many connection tests the api-server ran (each its own token request, see test_3).
+REST_CONNECTION_TESTS: list[str] = []
+
+
+def secret_forms(secret: str) -> dict[str, str]:
+    return {"client secret": secret, "Basic value": base64.b64encode(f"{CLIENT_ID}:{secret}".encode()).decode()}
+
+
+def assert_no_secret(text: str, *secrets: str) -> None:
+    for secret in secrets:
+        for name, value in secret_forms(secret).items():
+            assert value not in text, f"the {name} appears in the output"
+
+
+def test_airflow_connections_test_with_the_right_and_a_wrong_secret(real_airflow: Harness) -> None:
+    harness = real_airflow
+    right = harness.airflow("connections", "test", "packly_default")
+    assert right.returncode == 0, right.stdout + right.stderr
+    assert "Connection success!" in right.stdout, right.stdout
+    wrong_secret = CLIENT_SECRET + "-wrong"
+    env = dict(harness.env)
+    env["AIRFLOW_CONN_PACKLY_DEFAULT"] = harness.env["AIRFLOW_CONN_PACKLY_DEFAULT"].replace(CLIENT_SECRET, wrong_secret)
+    wrong = harness.airflow("connections", "test", "packly_default", env=env)
+    assert "Connection failed!" in wrong.stdout, wrong.stdout + wrong.stderr
+    assert "Invalid client credentials" in wrong.stdout or "401" in wrong.stdout, wrong.stdout
+    for done in (right, wrong):
+        assert_no_secret(done.stdout + done.stderr, CLIENT_SECRET, wrong_secret)
+
+
+def test_rest_connection_test_with_the_right_and_a_wrong_secret(real_airflow: Harness) -> None:
+    harness = real_airflow
+    body = {
+        "connection_id": "packly_rest_test",
+        "conn_type": "packly",
+        "login": CLIENT_ID,
+        "password": CLIENT_SECRET,
+        "host": harness.sandbox.base_url,
+        "extra": json.dumps({"environment": "sandbox"}),
+    }
+    right = harness.api.post("/connections/test", json=body)
+    REST_CONNECTION_TESTS.append("right")
+    assert right.status_code == 200, right.text
+    assert right.json()["status"] is True, right.text
+    wrong_secret = CLIENT_SECRET + "-wrong"
+    wrong = harness.api.post("/connections/test", json={**body, "password": wrong_secret})
+    REST_CONNECTION_TESTS.append("wrong")
+    assert wrong.status_code == 200, wrong.text
+    assert wrong.json()["status"] is False, wrong.text
+    for response in (right, wrong):
+        assert_no_secret(response.text, CLIENT_SECRET, wrong_secret)
