@@ -342,6 +342,7 @@ class Harness:
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Unpause ``dag_id`` and create a run now; return its run id."""
+        wait_for(f"the DAG processor to parse {dag_id}", lambda: self.api.get(f"/dags/{dag_id}").status_code == 200, 180, 1.0)
         self.api.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
         from datetime import datetime, timezone
 
