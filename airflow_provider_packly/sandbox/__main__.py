@@ -17,6 +17,32 @@ SECRET_ENV_VAR = "PACKLY_SANDBOX_CLIENT_SECRET"
 #: Every fault kind (kept here too, so ``--help`` needs no server import).
 ALL_FAULT_KINDS = "500,502,503,429,reset,slow,truncated,revoke"
 
+SANDBOX_EPILOG = """\
+seeded orders (GET /v1/reseller/orders, 25 orders ORD-0001..ORD-0025):
+  An order's timeline starts the first time a listing serves it, not when the
+  sandbox starts, and moves one state per --order-step-seconds (a "step"):
+    ORD-0001  waiting_execute_payment, pending_payment at 1 step, paid at 2,
+              in_processing at 3, closed from 4 steps on (8 s by default)
+    ORD-0002  deleted, forever
+    ORD-0007  waiting_execute_payment, pending_payment at 1 step, canceled from 2
+              on; every 7th order (7, 14, 21) ends canceled
+    ORD-0017  closed from the start
+  The others start between 12 steps behind and already closed, so during the
+  16 steps after the first listing some are mid-way. Products follow their
+  order (shipped once it is closed).
+
+control endpoints (no authentication; never faulted):
+  GET  /_sandbox/stats          counters (token and API requests, faults, writes);
+                                never a token or a secret
+  POST /_sandbox/revoke-tokens  forget every outstanding token (next call: 401)
+  POST /_sandbox/reset-clock    restart every order: each starts again at its
+                                first state the next time it is listed
+
+sandbox-only API (bearer token; faulted like the API):
+  POST /_sandbox/v1/writes      a write counted per key (tests: no duplicated POST)
+  GET  /_sandbox/v1/writes/{key}  its read-back
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser (kept separate so ``--help`` needs no server import)."""
@@ -29,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
             " these are public test values. Control endpoints under /_sandbox/ need no"
             " authentication, so keep the default loopback host."
         ),
+        epilog=SANDBOX_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"

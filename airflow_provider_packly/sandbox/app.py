@@ -59,7 +59,7 @@ from airflow_provider_packly.sandbox.faults import (
     FaultInjectionMiddleware,
     fault_decision,
 )
-from airflow_provider_packly.sandbox.orders import list_orders
+from airflow_provider_packly.sandbox.orders import build_order, page_numbers
 from airflow_provider_packly.sandbox.quotation import BracketQueryError, parse_bracket_query, quote
 
 # JSON_MEDIA_TYPE and accepts_gzip lived here before responses.py: still importable from here.
@@ -352,7 +352,7 @@ async def orders_endpoint(request: Request) -> Response:
       ``desc``, ``ascending`` and ``descending`` are accepted; default ``desc``, newest first
       (the sandbox's choice) (``ORD_1102``).
 
-    Each order's status advances with time: see
+    Each order's status advances with time from the moment a listing first serves it: see
     :mod:`airflow_provider_packly.sandbox.orders`.
     """
     require_bearer(request)
@@ -370,14 +370,14 @@ async def orders_endpoint(request: Request) -> Response:
     sort = params.get("sort", "desc")
     if sort not in _SORT_SPELLINGS:
         raise validation_error("ORD_1102", "sort", "sort must be asc or desc")
-    orders = list_orders(
-        order_count=config.order_count,
-        elapsed_seconds=state.elapsed(),
-        step_seconds=config.order_step_seconds,
-        page=page,
-        limit=limit,
-        descending=_SORT_SPELLINGS[sort],
+    numbers = page_numbers(
+        order_count=config.order_count, page=page, limit=limit, descending=_SORT_SPELLINGS[sort]
     )
+    elapsed = state.order_elapsed(numbers)
+    orders = [
+        build_order(number, seconds / config.order_step_seconds)
+        for number, seconds in zip(numbers, elapsed)
+    ]
     return json_response(request, {"request": request_echo(request), "response": orders})
 
 
@@ -463,7 +463,10 @@ async def revoke_tokens_endpoint(request: Request) -> Response:
 
 
 async def reset_clock_endpoint(request: Request) -> Response:
-    """``POST /_sandbox/reset-clock`` (sandbox only): restart every order timeline."""
+    """``POST /_sandbox/reset-clock`` (sandbox only): restart every order timeline.
+
+    Each order starts again at its time-zero state the next time a listing serves it.
+    """
     _state(request).reset_clock()
     return json_response(request, {"elapsed_seconds": 0.0})
 

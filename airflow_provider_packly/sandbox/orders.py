@@ -4,9 +4,13 @@ Packly documents the order and product states but neither how fast they change n
 endpoint that changes them, so everything here is the sandbox's own, deterministic choice.
 
 Orders are numbered ``1..order_count`` with ids ``ORD-0001``... and purchase orders
-``PO-2026-0001``... . Each order's status is a pure function of the elapsed time on the
-config clock (see :func:`order_status`), which makes it trivial to test with a fake clock.
-Time is counted in *steps* of ``SandboxConfig.order_step_seconds``.
+``PO-2026-0001``... . Each order's status is a pure function of the time elapsed on the
+config clock since the order was first listed (see :func:`order_status` and
+:meth:`~airflow_provider_packly.sandbox.state.SandboxState.order_elapsed`), which makes it
+trivial to test with a fake clock. Time is counted in *steps* of
+``SandboxConfig.order_step_seconds``. "t=0" below is the moment a listing first serves the
+order (not the moment the sandbox started), so a DAG that waits on ``ORD-0001`` sees it open
+however long the sandbox has been up; ``POST /_sandbox/reset-clock`` starts every order again.
 
 Regular orders walk ``waiting_execute_payment -> pending_payment -> paid -> in_processing ->
 closed``, one state per step, starting from a per-order offset (:func:`order_offset`), so at
@@ -162,6 +166,18 @@ def build_order(number: int, elapsed_steps: float) -> dict[str, Any]:
     }
 
 
+def page_numbers(*, order_count: int, page: int, limit: int, descending: bool) -> list[int]:
+    """Return the order numbers of one page sorted by creation (which is also id order).
+
+    ``page`` is zero-based; a page past the end is an empty list.
+    """
+    numbers = list(range(1, order_count + 1))
+    if descending:
+        numbers.reverse()
+    start = page * limit
+    return numbers[start : start + limit]
+
+
 def list_orders(
     *,
     order_count: int,
@@ -171,13 +187,11 @@ def list_orders(
     limit: int,
     descending: bool,
 ) -> list[dict[str, Any]]:
-    """Return one page of orders sorted by creation (which is also id order).
+    """Return one page of orders, every one ``elapsed_seconds`` into its timeline.
 
-    ``page`` is zero-based; a page past the end is an empty list.
+    ``page`` is zero-based; a page past the end is an empty list. (The app gives each order
+    its own elapsed time: see :meth:`SandboxState.order_elapsed`.)
     """
     elapsed_steps = elapsed_seconds / step_seconds
-    numbers = list(range(1, order_count + 1))
-    if descending:
-        numbers.reverse()
-    start = page * limit
-    return [build_order(n, elapsed_steps) for n in numbers[start : start + limit]]
+    numbers = page_numbers(order_count=order_count, page=page, limit=limit, descending=descending)
+    return [build_order(n, elapsed_steps) for n in numbers]

@@ -11,6 +11,7 @@ import dataclasses
 import secrets
 import threading
 from collections import Counter, deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_packly.sandbox.faults import (
@@ -59,6 +60,10 @@ class SandboxState:
       by ``(fault kind, applied)``.
 
     A token is valid until ``issued_at + config.token_lifetime`` on ``config.now``.
+
+    Order timelines start per order, the first time a listing serves that order (see
+    :meth:`order_elapsed`), not when the sandbox starts: a sandbox that has been up for an
+    hour still shows ``ORD-0001`` at ``waiting_execute_payment`` to the first DAG that looks.
     """
 
     def __init__(self, config: SandboxConfig) -> None:
@@ -70,6 +75,7 @@ class SandboxState:
         self._issued_tokens: list[str] = []
         self._expiry_by_token: dict[str, float] = {}
         self._clock_origin = config.now()
+        self._first_listed: dict[int, float] = {}
         self._faults: FaultConfig | None = None
         self._api_picker: FaultPicker | None = None
         self._token_picker: FaultPicker | None = None
@@ -288,11 +294,25 @@ class SandboxState:
             origin = self._clock_origin
         return max(0.0, self.config.now() - origin)
 
+    def order_elapsed(self, numbers: Sequence[int]) -> list[float]:
+        """Seconds each order of ``numbers`` has spent on its timeline, starting those not seen.
+
+        An order's timeline starts (at its time-zero state) the first time a listing serves
+        it: an order is "looked at" when it is listed, since Packly has no endpoint to read one
+        order by id. So how long the sandbox has been up does not matter, only how long ago a
+        client first saw the order. All orders of one page start together. Deterministic on
+        ``config.now``.
+        """
+        now = self.config.now()
+        with self._lock:
+            return [max(0.0, now - self._first_listed.setdefault(n, now)) for n in numbers]
+
     def reset_clock(self) -> None:
-        """Restart every order's timeline from its state at time zero."""
+        """Restart every order's timeline: each starts again when it is next listed."""
         now = self.config.now()
         with self._lock:
             self._clock_origin = now
+            self._first_listed.clear()
 
     # -- reporting --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -307,6 +327,7 @@ class SandboxState:
                 "issued_tokens": len(self._issued_tokens),
                 "valid_tokens": sum(1 for exp in self._expiry_by_token.values() if now < exp),
                 "elapsed_seconds": max(0.0, now - self._clock_origin),
+                "orders_started": len(self._first_listed),
                 "faults": self._faults.describe() if self._faults is not None else None,
                 "fault_counts": dict(self._fault_counts),
                 "token_fault_counts": dict(self._token_fault_counts),

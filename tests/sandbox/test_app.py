@@ -700,13 +700,48 @@ async def test_unexpected_errors_become_internal_server_error_envelopes(
 ) -> None:
     token = await get_token(client)
 
-    def broken(**kwargs: object) -> list[dict[str, Any]]:
+    def broken(*args: object, **kwargs: object) -> dict[str, Any]:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("airflow_provider_packly.sandbox.app.list_orders", broken)
+    monkeypatch.setattr("airflow_provider_packly.sandbox.app.build_order", broken)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://sandbox.test") as raw:
         response = await raw.get("/v1/reseller/orders", headers=bearer(token))
     body = assert_envelope(response, 500, "INTERNAL_SERVER_ERROR")
     assert "boom" not in response.text
     assert body["request"]["uri"] == "/v1/reseller/orders"
+
+
+async def test_order_timelines_start_when_first_listed_not_when_the_sandbox_started(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    # Issue 8 item 7: a sandbox up for an hour must still show ORD-0001 open to the first DAG
+    # that looks, so the order example defers under a real scheduler.
+    clock.advance(3600)
+    headers = bearer(await get_token(client))
+    orders = await all_orders(client, headers)
+    assert orders["ORD-0001"]["status"] == "waiting_execute_payment"
+    assert orders["ORD-0017"]["status"] == "closed"  # its time-zero state
+    clock.advance(2 * 2.0)
+    assert (await all_orders(client, headers))["ORD-0001"]["status"] == "paid"
+    clock.advance(2 * 2.0)
+    assert (await all_orders(client, headers))["ORD-0001"]["status"] == "closed"
+    stats = (await client.get("/_sandbox/stats")).json()
+    assert stats["orders_started"] == 25
+    # A reset starts every order again at its next listing, however much later that is.
+    assert (await client.post("/_sandbox/reset-clock")).status_code == 200
+    clock.advance(600)
+    assert (await all_orders(client, headers))["ORD-0001"]["status"] == "waiting_execute_payment"
+
+
+async def test_each_order_starts_when_its_own_page_is_first_listed(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    headers = bearer(await get_token(client))
+    ascending = {"sort": "asc", "limit": "5"}
+    first = (await client.get("/v1/reseller/orders", params=ascending, headers=headers)).json()
+    assert first["response"][0] == {**first["response"][0], "id": "ORD-0001"}
+    clock.advance(3 * 2.0)
+    later = await all_orders(client, headers)
+    assert later["ORD-0001"]["status"] == "in_processing"  # started 3 steps ago
+    assert later["ORD-0007"]["status"] == "waiting_execute_payment"  # first listed just now

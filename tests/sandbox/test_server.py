@@ -114,3 +114,20 @@ def test_command_line_announces_serves_and_stops_on_sigterm() -> None:
     output = sandbox.first_line + sandbox.out + sandbox.err
     assert "POST /v1/oauth2/token" in output  # the access log is on...
     assert secret not in output and token not in output  # ...but shows no credentials
+
+
+def test_help_documents_every_sandbox_route_and_the_seeded_orders() -> None:
+    # Issue 8 item 7: --help names each /_sandbox/ endpoint the app serves and the seeded
+    # orders DAGs wait on (their timelines are tested in test_app.py and test_units.py).
+    from airflow_provider_packly.sandbox.__main__ import build_parser
+    from airflow_provider_packly.sandbox.app import create_app
+
+    text = build_parser().format_help()
+    for route in create_app().routes:
+        path = getattr(route, "path", "")
+        if path.startswith("/_sandbox/"):
+            for method in sorted(set(getattr(route, "methods", ())) - {"HEAD"}):
+                assert f"{method} " in text and path in text, (method, path)
+    for order in ("ORD-0001", "ORD-0002", "ORD-0007", "ORD-0017"):
+        assert order in text
+    assert "first time a listing serves it" in text
