@@ -104,6 +104,8 @@ def _encoded_forms(secret: str) -> set[str]:
     if " " in secret:  # "Bearer <token>", "Basic <value>": the credential alone too
         forms.update(_encoded_forms(secret.split(" ", 1)[1]))
     raw = secret.encode("utf-8")
+    whole_secret = base64.b64encode(raw).decode("ascii")
+    forms.update({whole_secret, whole_secret.replace("+", "-").replace("/", "_")})
     for offset in range(3):
         # The base64 of the secret wherever it starts in a longer text: the groups of 3 bytes
         # that lie wholly inside the secret encode to the same characters at every offset.

@@ -533,19 +533,24 @@ def endpoint_path(connection: PacklyConnection, endpoint: str) -> str:
 
 def _build_request(client: httpx.Client | httpx.AsyncClient, method: str, url: str, **options: Any) -> httpx.Request:
     """``client.build_request``, refusing what httpx cannot send as a ``PacklyValidationError``:
-    an endpoint holding CR/LF, a header value that is not ASCII (never quoted: it may be a secret)."""
+    an endpoint holding CR/LF, a header value that is not ASCII (never quoted: it may be a secret).
+
+    The error is raised outside the ``except`` block, so it has no ``__context__``: httpx's own
+    frames hold a half-built URL whose ``repr`` fails in a traceback printed with its locals.
+    """
     try:
         return client.build_request(method, url, **options)
     except httpx.InvalidURL as exc:
-        raise PacklyValidationError(
+        problem = (
             f"Endpoint {url!r} is not a URL path that can be sent ({exc}); give a path such as "
             "'/v1/reseller/orders', without spaces or control characters."
-        ) from None
+        )
     except UnicodeEncodeError:
-        raise PacklyValidationError(
+        problem = (
             f"A header of {method} {url!r} holds characters that are not ASCII, which HTTP headers cannot "
             "carry; its value is not shown. Encode it (e.g. percent-encoding) or leave it out."
-        ) from None
+        )
+    raise PacklyValidationError(problem)
 
 
 def raise_for_packly_status(response: httpx.Response) -> None:

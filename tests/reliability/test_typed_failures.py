@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from airflow_provider_packly.auth import MAX_TOKEN_LIFETIME
+from airflow_provider_packly import auth
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import (
     PacklyAPIError,
@@ -223,7 +223,7 @@ def test_a_400_digit_expires_in_is_used_as_the_longest_lifetime(mode):
                     return await hook.aget_token()
 
             assert asyncio.run(run()) == TOKEN
-        assert hook._require_tokens().get().lifetime == MAX_TOKEN_LIFETIME
+        assert hook._require_tokens().get().lifetime == auth.MAX_TOKEN_LIFETIME
 
 
 @pytest.mark.parametrize(
