@@ -221,7 +221,7 @@ def read_error_body(content: bytes, content_type: str, redact: Redactor | Iterab
         return ErrorBody(unreadable="the response body was empty")
     try:
         document = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
         kind = (content_type.split(";")[0].strip() or "no content type") if content_type else "no content type"
         excerpt = " ".join(redact(content.decode("utf-8", "replace")).split())
         excerpt = redact(excerpt)[:_BODY_EXCERPT_CHARS]  # collapsing whitespace may join a secret's parts

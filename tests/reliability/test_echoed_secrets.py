@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import json
 import re
 import traceback
@@ -107,13 +108,18 @@ def _keys_echo(request: RawRequest) -> bytes:
     return http_response(403, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
 
+def _rfc6749_echo(request: RawRequest) -> bytes:
+    body = {"error": "invalid_token", "error_description": f"{request.headers['authorization']} expired"}
+    return http_response(401, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+
 def _all_secrets_echo(request: RawRequest) -> bytes:
     body = f"debug: token={TOKEN} client_secret={SECRET} Authorization: Basic {basic()}"
     return http_response(500, body.encode(), {"Content-Type": "text/plain"})
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-@pytest.mark.parametrize("answer", [_html_echo, _envelope_echo, _keys_echo, _all_secrets_echo])
+@pytest.mark.parametrize("answer", [_html_echo, _envelope_echo, _rfc6749_echo, _keys_echo, _all_secrets_echo])
 def test_an_api_error_body_echoing_the_credentials_loses_them(answer, mode):
     with raw_server(echoing(answer)) as server:
         error = call(server.base_url, mode)
@@ -159,11 +165,11 @@ def _token_endpoint_echo(body: str, status: int = 400):
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_secret_with_backslash_and_quote_is_redacted_before_escaping(mode):
-    body = f"bad client: secret {QUOTING_SECRET} refused"
+    body = f"bad client: secret {QUOTING_SECRET} refused; <pre>{html.escape(QUOTING_SECRET)}</pre>"
     with raw_server(_token_endpoint_echo(body)) as server:
         error = call(server.base_url, mode, secret=QUOTING_SECRET)
     assert isinstance(error, PacklyAuthError)
-    assert "secret *** refused" in str(error)
+    assert "secret *** refused; <pre>***</pre>" in str(error)
     assert_no_secret(fail(error), QUOTING_SECRET, basic(QUOTING_SECRET))
 
 
@@ -192,8 +198,8 @@ def _encodings(value: str) -> list[tuple[str, int]]:
     return [
         (base64.b64encode(raw).decode(), 0),
         (base64.urlsafe_b64encode(raw).decode().rstrip("="), 0),
-        (base64.b64encode(b"user:" + raw).decode(), 8),  # inside a longer base64 text, any offset
-        (base64.b64encode(b"u:" + raw).decode(), 4),
+        (base64.b64encode(b"user:" + raw).decode(), 8),  # inside a longer base64 text: offsets 2 and 1
+        (base64.b64encode(b"usr:" + raw).decode(), 8),
         (quote(value, safe=""), 0),
         (quote_plus(value), 0),
         (re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), quote(value, safe="")), 0),

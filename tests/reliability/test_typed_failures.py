@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import traceback
 
 import pytest
 
@@ -203,6 +204,15 @@ def test_an_endpoint_httpx_cannot_send_is_a_validation_error(mode, endpoint):
     assert isinstance(error, PacklyValidationError)
     assert "is not a URL path that can be sent" in str(error)
     assert api_calls == []
+    # A traceback printed with its locals works (httpx's half-built URL is not in the chain).
+    assert "PacklyValidationError" in "".join(traceback.TracebackException.from_exception(error, capture_locals=True).format())
+
+
+def test_an_absurdly_nested_error_body_is_described_not_a_recursion_error():
+    body = b"[" * 100_000 + b"]" * 100_000
+    with raw_server(api(lambda request: http_response(500, body, {"Content-Type": "application/json"}))) as server:
+        error = request_outcome(server.base_url, "sync")
+    assert isinstance(error, PacklyAPIError) and "was not JSON" in str(error)
 
 
 # -- 13. numbers out of range -------------------------------------------------------------------
