@@ -25,6 +25,7 @@ __all__ = [
     "REDACT_EXTENSION",
     "Redactor",
     "body_error",
+    "quote_body",
     "redactor_for",
 ]
 
@@ -208,6 +209,14 @@ class ErrorBody:
     unreadable: str | None = None
 
 
+def quote_body(content: bytes, redact: Redactor, limit: int = _BODY_EXCERPT_CHARS) -> str:
+    """The start of a body for a message, quoted: decoded, redacted whole, then whitespace
+    collapsed, cut to ``limit`` characters and escaped (in that order, so that no escaping or
+    cut can hide part of a secret from the redaction)."""
+    text = " ".join(redact(content.decode("utf-8", "replace")).split())
+    return repr(redact(text)[:limit])  # collapsing whitespace may join a secret's parts
+
+
 def read_error_body(content: bytes, content_type: str, redact: Redactor | Iterable[str] = ()) -> ErrorBody:
     """Read Packly's error envelope, an RFC 6749 5.2 token error, or say what the body was.
 
@@ -223,9 +232,7 @@ def read_error_body(content: bytes, content_type: str, redact: Redactor | Iterab
         document = json.loads(content)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
         kind = (content_type.split(";")[0].strip() or "no content type") if content_type else "no content type"
-        excerpt = " ".join(redact(content.decode("utf-8", "replace")).split())
-        excerpt = redact(excerpt)[:_BODY_EXCERPT_CHARS]  # collapsing whitespace may join a secret's parts
-        return ErrorBody(unreadable=f"the response body was not JSON ({kind}): {excerpt!r}")
+        return ErrorBody(unreadable=f"the response body was not JSON ({kind}): {quote_body(content, redact)}")
     if not isinstance(document, dict):
         return ErrorBody(unreadable=f"the response body was JSON but not an object: {type(document).__name__}")
 

@@ -318,3 +318,22 @@ def test_an_echoing_api_error_leaves_no_token_in_traceback_locals(mode):
     shown = _with_locals(error)
     assert "raise_for_packly_status" in shown
     assert_no_secret(shown, TOKEN, SECRET, basic())
+
+
+def test_the_dieline_operator_quotes_no_echoed_token_from_a_body_that_is_not_a_pdf(monkeypatch, tmp_path):
+    from airflow_provider_packly.operators.packly import PacklyDielineOperator
+
+    def login_page(request: RawRequest) -> bytes:
+        return http_response(200, f"{request.headers['authorization']} is not logged in".encode(), {"Content-Type": "text/plain"})
+
+    with raw_server(echoing(login_page)) as server:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_PACKLY_DEFAULT",
+            json.dumps({"conn_type": "packly", "login": CLIENT_ID, "password": SECRET, "host": server.base_url}),
+        )
+        operator = PacklyDielineOperator(
+            task_id="d", article="s020_v1", material="SBS300", width=1, depth=1, height=1, output_path=str(tmp_path / "d.pdf")
+        )
+        with pytest.raises(PacklyError, match=r"not a PDF \(text/plain, starting '\*\*\* is not logge'\)") as raised:
+            operator.execute({"params": {}})
+    assert TOKEN[:6] not in fail(raised.value)
