@@ -103,7 +103,8 @@ def build_token_request(connection: PacklyConnection) -> httpx.Request:
 
 def connection_redactor(connection: PacklyConnection) -> Redactor:
     """The connection's secrets (client secret, Basic value), to remove from any quoted body."""
-    return Redactor(connection.client_secret, basic_authorization(connection))
+    basic = basic_authorization(connection)
+    return Redactor(connection.client_secret, basic, basic.split(" ", 1)[1])
 
 
 #: A token lifetime above this is used as this: refreshing a "never expiring" token once in a

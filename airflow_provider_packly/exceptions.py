@@ -102,8 +102,6 @@ def _encoded_forms(secret: str) -> set[str]:
     forms.add(json.dumps(secret, ensure_ascii=False)[1:-1])
     forms.add(html.escape(secret))
     forms.add(html.escape(secret, quote=False))
-    if " " in secret:  # "Bearer <token>", "Basic <value>": the credential alone too
-        forms.update(_encoded_forms(secret.split(" ", 1)[1]))
     raw = secret.encode("utf-8")
     whole_secret = base64.b64encode(raw).decode("ascii")
     forms.update({whole_secret, whole_secret.replace("+", "-").replace("/", "_")})
@@ -126,7 +124,14 @@ def redactor_for(request: Any) -> Redactor:
         return Redactor()
     attached = request.extensions.get(REDACT_EXTENSION)
     base = attached if isinstance(attached, Redactor) else Redactor()
-    return base.including(request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    return base.including(authorization, *_credential(authorization))
+
+
+def _credential(authorization: str | None) -> tuple[str, ...]:
+    """The credential of an ``Authorization`` value (``Bearer <token>``: the token)."""
+    scheme, _, credential = (authorization or "").partition(" ")
+    return (credential.strip(),) if credential.strip() else ()
 
 
 _TIMEOUT_PHASES = {"ConnectTimeout": "connect", "ReadTimeout": "read", "WriteTimeout": "write", "PoolTimeout": "pool"}

@@ -337,3 +337,10 @@ def test_the_dieline_operator_quotes_no_echoed_token_from_a_body_that_is_not_a_p
         with pytest.raises(PacklyError, match=r"not a PDF \(text/plain, starting '\*\*\* is not logge'\)") as raised:
             operator.execute({"params": {}})
     assert TOKEN[:6] not in fail(raised.value)
+
+
+def test_a_secret_with_a_space_does_not_redact_its_last_word_everywhere():
+    """Only an Authorization value is split into scheme and credential, never a secret."""
+    with raw_server(_token_endpoint_echo("refused", status=401)) as server:
+        error = call(server.base_url, "sync", secret="my secret")
+    assert "client ID and secret" in str(error)
