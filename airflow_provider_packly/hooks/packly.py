@@ -573,7 +573,7 @@ def json_body(response: httpx.Response) -> Any:
     """The body as JSON, or a ``PacklyError`` that says what it was instead."""
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         kind = response.headers.get("content-type", "no content type").split(";")[0]
         raise PacklyError(
             f"Packly answered {response.request.method} {response.request.url.path} with HTTP "

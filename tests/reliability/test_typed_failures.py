@@ -215,6 +215,24 @@ def test_an_absurdly_nested_error_body_is_described_not_a_recursion_error():
     assert isinstance(error, PacklyAPIError) and "was not JSON" in str(error)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_an_absurdly_nested_success_body_is_a_packly_error(mode):
+    body = b"[" * 100_000 + b"]" * 100_000
+    with raw_server(api(lambda request: http_response(200, body, {"Content-Type": "application/json"}))) as server:
+        conn = connection(server.base_url)
+        if mode == "sync":
+            with PacklyHook(connection=conn) as hook, pytest.raises(PacklyError, match="the body was not JSON"):
+                next(hook.iter_orders())
+        else:
+
+            async def run() -> None:
+                async with PacklyHook(connection=conn) as hook:
+                    with pytest.raises(PacklyError, match="the body was not JSON"):
+                        await hook.aiter_orders().__anext__()
+
+            asyncio.run(run())
+
+
 # -- 13. numbers out of range -------------------------------------------------------------------
 
 
