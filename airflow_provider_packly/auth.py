@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 import httpx
 
 from airflow_provider_packly.connection import PacklyConnection
-from airflow_provider_packly.exceptions import PacklyAuthError, read_error_body
+from airflow_provider_packly.exceptions import REDACT_EXTENSION, PacklyAuthError, Redactor, read_error_body
 from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, attempts_made
 
 __all__ = [
@@ -97,74 +97,41 @@ def build_token_request(connection: PacklyConnection) -> httpx.Request:
         },
         content=body,
         # Retrying a token request is harmless: at worst Packly issues a second token.
-        extensions={IDEMPOTENT_EXTENSION: True},
+        extensions={IDEMPOTENT_EXTENSION: True, REDACT_EXTENSION: connection_redactor(connection)},
     )
+
+
+def connection_redactor(connection: PacklyConnection) -> Redactor:
+    """The connection's secrets (client secret, Basic value), to remove from any quoted body."""
+    basic = basic_authorization(connection)
+    return Redactor(connection.client_secret, basic, basic.split(" ", 1)[1])
+
+
+#: A token lifetime above this is used as this: refreshing a "never expiring" token once in a
+#: while is harmless, and the monotonic arithmetic stays exact. Packly documents no maximum.
+MAX_TOKEN_LIFETIME = 10 * 365 * 24 * 3600.0
 
 
 def parse_token_response(connection: PacklyConnection, response: httpx.Response, now: float) -> AccessToken:
     """Read a token response into an ``AccessToken`` or raise ``PacklyAuthError`` saying why.
 
     ``now`` is the monotonic time the request was sent, so the lifetime is never overstated.
-    """
 
-    def refuse(reason: str, *, code: str | None = None) -> PacklyAuthError:
-        return PacklyAuthError(
-            _redact(reason, connection),
+    The body is read in ``_read_token`` and only its verdict comes back here: an error is
+    raised from a frame that never held the token document or the token, so a traceback
+    printed with its locals (pytest ``--showlocals``, Sentry) cannot show them.
+    """
+    outcome = _read_token(connection, response)
+    if isinstance(outcome, _Refusal):
+        raise PacklyAuthError(
+            connection_redactor(connection)(outcome.reason),
             environment=connection.environment,
             client_id=connection.client_id,
             token_url=connection.token_url,
             http_status=response.status_code,
-            code=code,
+            code=outcome.code,
         )
-
-    content_type = response.headers.get("content-type", "")
-    attempts = attempts_made(response)
-    tries = f" after {attempts} attempts" if attempts > 1 else ""
-    if not response.is_success:
-        body = read_error_body(response.content, content_type)
-        if body.unreadable:
-            raise refuse(f"HTTP {response.status_code}{tries}; {body.unreadable}. {_status_hint(response.status_code)}")
-        said = f"{body.code or 'error'}: {body.message or '(no message)'}"
-        if body.items:
-            said += " (" + "; ".join(str(item) for item in body.items) + ")"
-        raise refuse(
-            f"HTTP {response.status_code}{tries}, Packly said {said}. {_status_hint(response.status_code)}", code=body.code
-        )
-
-    # A 2xx body may hold a token in an unexpected shape: describe it, never quote it.
-    if len(response.content) > MAX_TOKEN_RESPONSE_BYTES:
-        raise refuse(
-            f"the token response was {len(response.content):,} bytes, far more than a token response; "
-            "check that the Base URL points at the Packly API"
-        )
-    try:
-        document = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
-        kind = content_type.split(";")[0].strip() or "no content type"
-        raise refuse(
-            f"the token response (HTTP {response.status_code}, {kind}, {len(response.content)} bytes) "
-            "was not JSON; check that the Base URL points at the Packly API"
-        ) from None
-    if not isinstance(document, dict):
-        raise refuse(f"the token response was JSON but not an object ({type(document).__name__})")
-
-    token_type = document.get("token_type")
-    if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        if token_type is None:
-            shown = "is missing"
-        elif isinstance(token_type, str) and len(token_type) <= 20:
-            shown = repr(token_type)
-        else:
-            shown = f"a {type(token_type).__name__}"
-        raise refuse(f"the token response's token_type {shown}; only 'bearer' tokens are supported")
-    value = document.get("access_token")
-    if not isinstance(value, str) or not value:
-        what = "missing" if value is None else ("empty" if value == "" else f"not a string ({type(value).__name__})")
-        raise refuse(f"the token response's access_token is {what}")
-    if any(ch in value for ch in "\r\n\0") or value != value.strip():
-        raise refuse("the token response's access_token holds whitespace or control characters")
-
-    lifetime = _read_expires_in(document.get("expires_in", None), connection, refuse)
+    value, lifetime = outcome
     margin = min(connection.token_refresh_margin, lifetime / 2)
     return AccessToken(
         value=value,
@@ -175,21 +142,100 @@ def parse_token_response(connection: PacklyConnection, response: httpx.Response,
     )
 
 
-def _read_expires_in(raw: Any, connection: PacklyConnection, refuse: Callable[[str], PacklyAuthError]) -> float:
+@dataclass(frozen=True)
+class _Refusal:
+    """Why a token response cannot be used (no token in it, ever)."""
+
+    reason: str
+    code: str | None = None
+
+
+def _read_token(connection: PacklyConnection, response: httpx.Response) -> tuple[str, float] | _Refusal:
+    """The token and its lifetime, or a ``_Refusal``; never raises (see ``parse_token_response``)."""
+    content_type = response.headers.get("content-type", "")
+    attempts = attempts_made(response)
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    if not response.is_success:
+        body = read_error_body(response.content, content_type, connection_redactor(connection))
+        if body.unreadable:
+            return _Refusal(f"HTTP {response.status_code}{tries}; {body.unreadable}. {_status_hint(response.status_code)}")
+        said = f"{body.code or 'error'}: {body.message or '(no message)'}"
+        if body.items:
+            said += " (" + "; ".join(str(item) for item in body.items) + ")"
+        return _Refusal(
+            f"HTTP {response.status_code}{tries}, Packly said {said}. {_status_hint(response.status_code)}", code=body.code
+        )
+
+    # A 2xx body may hold a token in an unexpected shape: describe it, never quote it.
+    if len(response.content) > MAX_TOKEN_RESPONSE_BYTES:
+        return _Refusal(
+            f"the token response was {len(response.content):,} bytes, far more than a token response; "
+            "check that the Base URL points at the Packly API"
+        )
+    try:
+        document = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        kind = content_type.split(";")[0].strip() or "no content type"
+        return _Refusal(
+            f"the token response (HTTP {response.status_code}, {kind}, {len(response.content)} bytes) "
+            "was not JSON; check that the Base URL points at the Packly API"
+        )
+    if not isinstance(document, dict):
+        return _Refusal(f"the token response was JSON but not an object ({type(document).__name__})")
+
+    token_type = document.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        if token_type is None:
+            shown = "is missing"
+        elif isinstance(token_type, str) and len(token_type) <= 20 and token_type.isprintable():
+            shown = repr(token_type)
+        else:
+            shown = f"a {type(token_type).__name__}"
+        return _Refusal(f"the token response's token_type {shown}; only 'bearer' tokens are supported")
+    value = document.get("access_token")
+    if not isinstance(value, str) or not value:
+        what = "missing" if value is None else ("empty" if value == "" else f"not a string ({type(value).__name__})")
+        return _Refusal(f"the token response's access_token is {what}")
+    if not _is_header_token(value):
+        # It could never be sent: httpx would fail on every call, quoting it in its message.
+        return _Refusal(
+            "the token response's access_token holds characters that cannot be sent in an HTTP header "
+            "(only visible ASCII is allowed); check that the Base URL points at the Packly API"
+        )
+    lifetime = _read_expires_in(document.get("expires_in", None), connection)
+    if isinstance(lifetime, _Refusal):
+        return lifetime
+    return value, lifetime
+
+
+def _is_header_token(value: str) -> bool:
+    """Whether ``value`` can follow ``Bearer `` in a header: visible ASCII only (RFC 9110 5.5, RFC 6750 2.1)."""
+    return value.isascii() and all("!" <= ch <= "~" for ch in value)
+
+
+def _read_expires_in(raw: Any, connection: PacklyConnection) -> float | _Refusal:
+    """``expires_in`` in seconds: a JSON number or a string of ASCII digits, above 0.
+
+    A lifetime above ``MAX_TOKEN_LIFETIME`` (however many digits) is used as that maximum.
+    """
     if raw is None:
         return float(connection.default_expires_in)
     if isinstance(raw, bool):
-        raise refuse(f"the token response's expires_in is {raw!r}, not a number of seconds")
+        return _Refusal(f"the token response's expires_in is {raw!r}, not a number of seconds")
     if isinstance(raw, str):
-        try:
-            raw = float(raw.strip())
-        except ValueError:
-            raise refuse(f"the token response's expires_in is {raw[:20]!r}, not a number of seconds") from None
-    if not isinstance(raw, (int, float)) or not math.isfinite(raw):
-        raise refuse(f"the token response's expires_in is {raw!r}, not a number of seconds")
+        text = raw.strip()
+        if not (text.isascii() and text.replace(".", "", 1).isdigit()):
+            shown = repr(raw[:20]) if raw.isprintable() else "a text with control characters"
+            return _Refusal(f"the token response's expires_in is {shown}, not a number of seconds")
+        raw = float(text) if "." in text else int(text)
+    if not isinstance(raw, (int, float)):
+        return _Refusal(f"the token response's expires_in is a {type(raw).__name__}, not a number of seconds")
+    if isinstance(raw, float) and math.isnan(raw):
+        return _Refusal("the token response's expires_in is NaN, not a number of seconds")
     if raw <= 0:
-        raise refuse(f"the token response's expires_in is {raw!r}; a token must live for more than 0 seconds")
-    return float(raw)
+        shown = f"{raw:g}" if isinstance(raw, float) else (str(raw) if raw > -10**20 else "a huge negative number")
+        return _Refusal(f"the token response's expires_in is {shown}; a token must live for more than 0 seconds")
+    return MAX_TOKEN_LIFETIME if raw >= MAX_TOKEN_LIFETIME else float(raw)
 
 
 def _status_hint(status: int) -> str:
@@ -202,14 +248,6 @@ def _status_hint(status: int) -> str:
     if status >= 500:
         return "Packly's token endpoint failed; retry later."
     return "Check the connection's settings."
-
-
-def _redact(text: str, connection: PacklyConnection) -> str:
-    """Defence in depth: a proxy may echo request headers into an error body."""
-    basic = basic_authorization(connection)
-    for secret in (basic, basic.split(" ", 1)[1], connection.client_secret):
-        text = text.replace(secret, "***")
-    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,6 +463,8 @@ class TokenSource:
         self._on_new_token = on_new_token
         self._aon_new_token = aon_new_token
         self._clock = clock
+        #: Attached to every API request, so that an error quoting its answer can remove them.
+        self.redactor = connection_redactor(connection)
 
     def get(self) -> AccessToken:
         return self._cache.get(self.key, self.fetch_uncached)
@@ -462,9 +502,10 @@ class PacklyBearerAuth(httpx.Auth):
     def __init__(self, tokens: TokenSource) -> None:
         self._tokens = tokens
 
-    @staticmethod
-    def _authorize(request: httpx.Request, token: AccessToken) -> httpx.Request:
+    def _authorize(self, request: httpx.Request, token: AccessToken) -> httpx.Request:
         request.headers["Authorization"] = token.authorization
+        # The token itself is read back from the header; these are the connection's secrets.
+        request.extensions[REDACT_EXTENSION] = self._tokens.redactor
         return request
 
     def _rejected(self, response: httpx.Response, token: AccessToken) -> bool:

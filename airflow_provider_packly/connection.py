@@ -10,8 +10,10 @@ Where Packly's documentation is silent (the sandbox host, the token lifetime whe
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
@@ -48,6 +50,9 @@ DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 15.0
 DEFAULT_RETRY_AFTER_MAX_SECONDS = 60.0
 
 TOKEN_PATH = "/v1/oauth2/token"
+#: No number setting may exceed this (a year of seconds): a larger one is a typo or a unit
+#: mix-up (milliseconds), and some would overflow the operating system's timers.
+MAX_SETTING = 366 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ class PacklyConnection:
         object.__setattr__(self, "base_url", _checked_base_url(self.base_url, where))
         if not self.scope:
             raise PacklyConnectionConfigError(f"{where} has an empty scope; leave it unset to use 'external'.")
+        _check_numbers(self, where)
         _check_positive(self.timeout, "timeout", where)
         if self.token_refresh_margin < 0:
             raise PacklyConnectionConfigError(
@@ -232,7 +238,7 @@ class PacklyConnection:
             scope=settings.text("scope") or DEFAULT_SCOPE,
             timeout=settings.number("timeout", DEFAULT_TIMEOUT),
             token_refresh_margin=settings.number("refresh_margin_seconds", DEFAULT_TOKEN_REFRESH_MARGIN),
-            default_expires_in=int(settings.number("default_expires_in", DEFAULT_EXPIRES_IN)),
+            default_expires_in=settings.whole_number("default_expires_in", DEFAULT_EXPIRES_IN),
             connect_timeout=settings.optional_number("connect_timeout"),
             read_timeout=settings.optional_number("read_timeout"),
             write_timeout=settings.optional_number("write_timeout"),
@@ -323,11 +329,43 @@ class _ExtraReader:
         if isinstance(value, bool):
             value = "true" if value else "false"
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = math.nan
+        if not math.isfinite(number) or abs(number) > MAX_SETTING:
             raise PacklyConnectionConfigError(
-                f"{self._where} has {name} = {value!r} in its extra fields; give a number."
-            ) from None
+                f"{self._where} has {name} = {_shown(value)} in its extra fields; give a finite number"
+                f" no larger than {MAX_SETTING:,}."
+            )
+        return number
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, shortened: a setting may be a 400-digit number (whose repr may even fail)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**20:
+        return "a number with more than 20 digits"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_numbers(connection: PacklyConnection, where: str) -> None:
+    """Every number setting is a finite int or float no larger than ``MAX_SETTING``.
+
+    Checked generically, field by field, so that NaN (which passes every ``<`` comparison)
+    or an infinity never gets past the checks of particular settings.
+    """
+    for item in dataclasses.fields(connection):
+        value = getattr(connection, item.name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        try:
+            usable = math.isfinite(value) and abs(value) <= MAX_SETTING
+        except OverflowError:  # an int too large for a float
+            usable = False
+        if not usable:
+            raise PacklyConnectionConfigError(
+                f"{where} has {item.name} = {_shown(value)}; give a finite number no larger than {MAX_SETTING:,}."
+            )
 
 
 def _path_or_none(text: str | None) -> str | None:
@@ -378,7 +416,7 @@ def _check_proxy_url(url: str, where: str) -> None:
 
 def _check_positive(value: float, name: str, where: str) -> None:
     if not value > 0:
-        raise PacklyConnectionConfigError(f"{where} has {name} = {value!r}; give a number of seconds above 0.")
+        raise PacklyConnectionConfigError(f"{where} has {name} = {_shown(value)}; give a number of seconds above 0.")
 
 
 def _port_number(port: int | str | None, where: str) -> int | None:

@@ -8,10 +8,13 @@ safe to show (status codes, Packly's error codes and texts, the client ID, URLs)
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
+from urllib.parse import quote, quote_plus, unquote
 
 __all__ = [
     "PacklyAPIError",
@@ -20,6 +23,11 @@ __all__ = [
     "PacklyError",
     "PacklyErrorItem",
     "PacklyTransportError",
+    "REDACT_EXTENSION",
+    "Redactor",
+    "body_error",
+    "quote_body",
+    "redactor_for",
 ]
 
 #: How much of a body that is not JSON is quoted in an error message.
@@ -31,7 +39,100 @@ class PacklyError(Exception):
 
 
 class PacklyTransportError(PacklyError):
-    """Packly could not be reached, or stopped answering, before a response arrived."""
+    """Packly could not be reached, stopped answering before its whole response arrived, or
+    sent a response that could not be read (e.g. a body that is not the encoding it claims)."""
+
+
+#: Set on a request (``request.extensions``) to a ``Redactor`` of the secrets that must never
+#: be quoted from its answer (the auth flow and the token request set it).
+REDACT_EXTENSION = "packly_redact"
+#: A fragment of an encoded secret shorter than this is not removed (it would match by chance).
+_MIN_FRAGMENT_CHARS = 8
+
+
+class Redactor:
+    """Removes secrets, and the forms a server may echo them in, from text quoted in an error.
+
+    A proxy or a debugging page may echo request headers into an error body: the bearer token,
+    the Basic value, or (decoded) the client secret. Each secret is removed as sent, as a JSON
+    or HTML string would escape it, percent-encoded, percent-decoded and base64-encoded at any
+    byte offset (so it is found inside a longer base64 text such as the Basic value). Redaction
+    runs on the whole decoded text, before anything is escaped, collapsed or cut.
+
+    The forms are computed on first use only: building one costs nothing on a call that works.
+    """
+
+    def __init__(self, *secrets: str | None) -> None:
+        self._secrets = tuple(s for s in dict.fromkeys(secrets) if s)
+        self._forms: tuple[str, ...] | None = None
+
+    def including(self, *more: str | None) -> Redactor:
+        """This redactor with ``more`` secrets."""
+        return Redactor(*self._secrets, *more)
+
+    def __bool__(self) -> bool:
+        return bool(self._secrets)
+
+    def __repr__(self) -> str:
+        return f"Redactor(<{len(self._secrets)} secrets>)"
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        if self._forms is None:
+            forms: set[str] = set()
+            for secret in self._secrets:
+                forms.update(_encoded_forms(secret))
+            # Longest first: a Basic value goes as a whole before the base64 fragments inside it.
+            self._forms = tuple(sorted((f for f in forms if f), key=len, reverse=True))
+        return self._forms
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every form of every secret replaced by ``***``."""
+        if not self._secrets or not text:
+            return text
+        for form in self.forms:
+            if form in text:
+                text = text.replace(form, "***")
+        return text
+
+
+def _encoded_forms(secret: str) -> set[str]:
+    forms = {secret, unquote(secret), quote(secret, safe=""), quote_plus(secret), quote(secret)}
+    forms.update({f.lower() for f in forms if "%" in f})  # %2f as well as %2F
+    forms.add(json.dumps(secret)[1:-1])
+    forms.add(json.dumps(secret, ensure_ascii=False)[1:-1])
+    forms.add(html.escape(secret))
+    forms.add(html.escape(secret, quote=False))
+    raw = secret.encode("utf-8")
+    whole_secret = base64.b64encode(raw).decode("ascii")
+    forms.update({whole_secret, whole_secret.replace("+", "-").replace("/", "_")})
+    for offset in range(3):
+        # The base64 of the secret wherever it starts in a longer text: the groups of 3 bytes
+        # that lie wholly inside the secret encode to the same characters at every offset.
+        whole = raw[offset:]
+        whole = whole[: len(whole) - len(whole) % 3]
+        encoded = base64.b64encode(whole).decode("ascii")
+        if len(encoded) >= _MIN_FRAGMENT_CHARS:
+            forms.add(encoded)
+            forms.add(encoded.replace("+", "-").replace("/", "_"))  # base64url
+    return {f for f in forms if len(f) >= min(len(secret), _MIN_FRAGMENT_CHARS)}
+
+
+def redactor_for(request: Any) -> Redactor:
+    """What must not be quoted from the answer to ``request``: the secrets its sender attached
+    (``REDACT_EXTENSION``) and whatever credential its ``Authorization`` header carries."""
+    if request is None:
+        return Redactor()
+    attached = request.extensions.get(REDACT_EXTENSION)
+    base = attached if isinstance(attached, Redactor) else Redactor()
+    authorization = request.headers.get("authorization")
+    return base.including(authorization, *_credential(authorization))
+
+
+def _credential(authorization: str | None) -> tuple[str, ...]:
+    """The credential of an ``Authorization`` value (``Bearer <token>``: the token)."""
+    scheme, _, credential = (authorization or "").partition(" ")
+    return (credential.strip(),) if credential.strip() else ()
 
 
 _TIMEOUT_PHASES = {"ConnectTimeout": "connect", "ReadTimeout": "read", "WriteTimeout": "write", "PoolTimeout": "pool"}
@@ -110,12 +211,42 @@ def transport_error(exc: Exception, request: Any, *, proxy: str | None = None) -
             "none or an untrusted one is presented: see the connection's client_cert_path"
         )
     return PacklyTransportError(
-        f"{url} failed before Packly answered{via}{tries} ({type(exc).__name__}: {exc or 'no detail'}); check the "
+        f"{url} failed before Packly answered{via}{tries} ({_exception_text(exc, request)}); check the "
         f"connection's {check} and that Packly is reachable from this machine{hint}."
     )
 
 
 _CLOSED_WITHOUT_ANSWER = frozenset({"RemoteProtocolError", "ReadError"})
+
+
+def body_error(exc: Exception, request: Any) -> PacklyTransportError:
+    """Describe an ``httpx`` error raised while Packly's answer to ``request`` was being read
+    or decoded (a dropped connection mid-body, a body that is not the encoding it claims)."""
+    if type(exc).__name__ in _TIMEOUT_PHASES:
+        return transport_error(exc, request)
+    url = f"{request.method} {request.url}"
+    if type(exc).__name__ == "DecodingError":
+        return PacklyTransportError(
+            f"Packly answered {url}, but its body could not be decoded ({_exception_text(exc, request)}): "
+            "the body is not in the Content-Encoding its headers claim, so a proxy may have changed it. "
+            "Retry later; if it keeps happening, report it to whoever runs the proxy or to Packly."
+        )
+    return PacklyTransportError(
+        f"The connection broke while Packly's answer to {url} was being read ({_exception_text(exc, request)}); "
+        "the answer is incomplete and nothing of it was kept. Retry later."
+    )
+
+
+def _exception_text(exc: Exception, request: Any) -> str:
+    """``Type: message`` of an httpx error, without any secret and without header values.
+
+    A request that could not be sent because of a header value says so without quoting it
+    (h11 puts the offending value in its message).
+    """
+    name = type(exc).__name__
+    if name == "LocalProtocolError":
+        return f"{name}: a request header holds characters HTTP does not allow; its value is not shown"
+    return f"{name}: {redactor_for(request)(str(exc)) or 'no detail'}"
 
 
 class PacklyConnectionConfigError(PacklyError, ValueError):
@@ -146,39 +277,49 @@ class ErrorBody:
     unreadable: str | None = None
 
 
-def read_error_body(content: bytes, content_type: str) -> ErrorBody:
+def quote_body(content: bytes, redact: Redactor, limit: int = _BODY_EXCERPT_CHARS) -> str:
+    """The start of a body for a message, quoted: decoded, redacted whole, then whitespace
+    collapsed, cut to ``limit`` characters and escaped (in that order, so that no escaping or
+    cut can hide part of a secret from the redaction)."""
+    text = " ".join(redact(content.decode("utf-8", "replace")).split())
+    return repr(redact(text)[:limit])  # collapsing whitespace may join a secret's parts
+
+
+def read_error_body(content: bytes, content_type: str, redact: Redactor | Iterable[str] = ()) -> ErrorBody:
     """Read Packly's error envelope, an RFC 6749 5.2 token error, or say what the body was.
 
-    Pure: shared by the sync and async paths and by token and API errors.
+    Pure: shared by the sync and async paths and by token and API errors. Every text taken
+    from the body passes ``redact`` first, whole and decoded, before it is escaped or cut: a
+    body may echo the request's credentials.
     """
+    if not isinstance(redact, Redactor):
+        redact = Redactor(*redact)
     if not content.strip():
         return ErrorBody(unreadable="the response body was empty")
     try:
         document = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
         kind = (content_type.split(";")[0].strip() or "no content type") if content_type else "no content type"
-        excerpt = content[:_BODY_EXCERPT_CHARS].decode("utf-8", "replace")
-        excerpt = " ".join(excerpt.split())
-        return ErrorBody(unreadable=f"the response body was not JSON ({kind}): {excerpt!r}")
+        return ErrorBody(unreadable=f"the response body was not JSON ({kind}): {quote_body(content, redact)}")
     if not isinstance(document, dict):
         return ErrorBody(unreadable=f"the response body was JSON but not an object: {type(document).__name__}")
+
+    def text(value: Any) -> str | None:
+        return None if value is None else redact(str(value))
+
     envelope = document.get("response")
     if isinstance(envelope, dict) and ("code" in envelope or "message" in envelope):
         raw_items = envelope.get("errors") or []
         items = tuple(
-            PacklyErrorItem(code=_text(i.get("code")), path=_text(i.get("path")), message=_text(i.get("message")))
-            for i in raw_items
+            PacklyErrorItem(code=text(i.get("code")), path=text(i.get("path")), message=text(i.get("message")))
+            for i in (raw_items if isinstance(raw_items, list) else [])
             if isinstance(i, dict)
         )
-        return ErrorBody(code=_text(envelope.get("code")), message=_text(envelope.get("message")), items=items)
+        return ErrorBody(code=text(envelope.get("code")), message=text(envelope.get("message")), items=items)
     if "error" in document:  # RFC 6749 section 5.2
-        return ErrorBody(code=_text(document.get("error")), message=_text(document.get("error_description")))
-    keys = ", ".join(sorted(str(k) for k in document)[:8])
+        return ErrorBody(code=text(document.get("error")), message=text(document.get("error_description")))
+    keys = redact(", ".join(sorted(str(k) for k in document)[:8]))
     return ErrorBody(unreadable=f"the response body was JSON without Packly's error envelope (keys: {keys})")
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 class PacklyAPIError(PacklyError):

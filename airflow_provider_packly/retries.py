@@ -46,15 +46,21 @@ _jitter = random.Random()
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110)."""
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110).
+
+    Delta-seconds are ASCII digits only (``'²'.isdigit()`` is true in Python); anything that
+    is neither is ignored (``None``), as RFC 9110 lets a client do.
+    """
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return float(value)  # inf for an absurd number of digits: cut to retry_after_max
+    if not value.isascii():
+        return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None or when.tzinfo is None:
         return None
@@ -104,6 +110,8 @@ class RetryPolicy:
         if isinstance(outcome, BaseException):
             if is_permanent_tls_failure(outcome):
                 return None  # an untrusted certificate or a refused handshake stays so
+            if isinstance(outcome, httpx.LocalProtocolError):
+                return None  # this client built a request HTTP cannot carry: resending cannot help
             if isinstance(outcome, NOT_SENT_ERRORS):
                 return f"{type(outcome).__name__} (the request was not sent)"
             if isinstance(outcome, httpx.TransportError) and idempotent:

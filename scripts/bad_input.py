@@ -7,7 +7,10 @@ real code path, with ``httpx.MockTransport`` standing in for Packly, and checks:
 * the call fails with a ``PacklyError`` subclass (or is accepted, where the table says so);
 * the message names the problem (an expected phrase);
 * the message, and the exception's ``repr``, contain neither the client secret, nor the
-  Basic header value, nor any access token the fake Packly issued.
+  Basic header value, nor any access token the fake Packly issued, in any of the forms a
+  server may echo them in (escaped, base64, percent-encoded); for token and API cases, nor
+  does the traceback with the locals of the provider's frames (as Sentry or pytest
+  ``--showlocals`` show it).
 
 The test suite runs every case (``tests/reliability/test_bad_input.py``).
 """
@@ -17,8 +20,10 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
+from urllib.parse import quote
 
 import httpx
 
@@ -31,7 +36,24 @@ CLIENT_ID = "bad-input-client"
 CLIENT_SECRET = "Sup3r-Secret-Value-7Q"
 ISSUED_TOKEN = "AAAA%2FbadInputToken%3D"
 BASIC = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-SECRETS = (CLIENT_SECRET, BASIC, ISSUED_TOKEN)
+#: A secret that repr() and JSON escape, for the rows that check redaction runs before escaping.
+QUOTING_SECRET = "Sup3r\\Se'cret\"Value-8R"
+QUOTING_BASIC = base64.b64encode(f"{CLIENT_ID}:{QUOTING_SECRET}".encode()).decode()
+SECRETS = (CLIENT_SECRET, BASIC, ISSUED_TOKEN, QUOTING_SECRET, QUOTING_BASIC)
+#: Every form a leak may take in a message: as is, escaped, base64, percent-encoded.
+LEAK_FORMS = tuple(
+    dict.fromkeys(
+        form
+        for secret in SECRETS
+        for form in (
+            secret,
+            repr(secret)[1:-1],
+            json.dumps(secret)[1:-1],
+            base64.b64encode(secret.encode()).decode().rstrip("="),
+            quote(secret, safe=""),
+        )
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -79,29 +101,75 @@ def _connection(**overrides: Any) -> PacklyConnection:
     return PacklyConnection(**settings)
 
 
-def _token_answer(response: httpx.Response) -> Callable[[], Any]:
+def _token_answer(response: httpx.Response, **connection: Any) -> Callable[[], Any]:
     """Ask for a token from a Packly whose token endpoint answers ``response``."""
 
     def run() -> Any:
-        with PacklyHook(connection=_connection(), transport=httpx.MockTransport(lambda request: response)) as hook:
+        transport = httpx.MockTransport(lambda request: response)
+        with PacklyHook(connection=_connection(**connection), transport=transport) as hook:
             return hook.get_token()
 
     return run
 
 
-def _api_answer(response: httpx.Response) -> Callable[[], Any]:
-    """Call an API endpoint of a Packly whose token endpoint works and API answers ``response``."""
+def _api_answer(
+    response: httpx.Response | Callable[[httpx.Request], httpx.Response],
+    call: Callable[[PacklyHook], Any] | None = None,
+) -> Callable[[], Any]:
+    """Call an API endpoint of a Packly whose token endpoint works and API answers ``response``
+    (or what ``response(request)`` returns); ``call`` makes the call (default: a dieline GET)."""
 
     def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/oauth2/token":
             return _json({"token_type": "bearer", "access_token": ISSUED_TOKEN, "expires_in": 3600})
-        return response
+        return response(request) if callable(response) else response
 
     def run() -> Any:
         with PacklyHook(connection=_connection(), transport=httpx.MockTransport(answer)) as hook:
+            if call is not None:
+                return call(hook)
             return hook.request("GET", "/v1/reseller/dieline", params={"article": "s001_v0"})
 
     return run
+
+
+def _echo(status: int, template: str, content_type: str = "text/html") -> Callable[[httpx.Request], httpx.Response]:
+    """An answer quoting the request's own Authorization header (``{auth}`` in ``template``)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        text = template
+        for name, value in (("auth", request.headers["authorization"]), ("token", ISSUED_TOKEN), ("secret", CLIENT_SECRET), ("basic", BASIC)):
+            text = text.replace("{" + name + "}", value)
+        return httpx.Response(status, content=text.encode(), headers={"content-type": content_type})
+
+    return answer
+
+
+class _CutShort(httpx.SyncByteStream):
+    """A body whose connection drops after its first chunk (as httpcore reports it)."""
+
+    def __iter__(self) -> Any:
+        yield b"%PDF-1.4 the first part of the file"
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+
+def _cut_short(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, stream=_CutShort(), headers={"content-type": "application/pdf"})
+
+
+def _drain(hook: PacklyHook) -> int:
+    """Read a dieline the way the dieline operator does: streamed, chunk by chunk."""
+    with hook.stream("GET", "/v1/reseller/dieline") as response:
+        return sum(len(chunk) for chunk in response.iter_bytes())
+
+
+def _gzip_claimed(status: int = 200) -> httpx.Response:
+    """A plain body whose headers say it is gzip (a proxy that re-encoded it, or lied)."""
+    return httpx.Response(
+        status,
+        stream=httpx.ByteStream(b'{"token_type": "bearer"}'),  # decoded by the client, as off a socket
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
+    )
 
 
 def _settings(**fields: Any) -> Callable[[], Any]:
@@ -165,6 +233,30 @@ CASES: tuple[Case, ...] = (
     Case("api", "500 empty body", _api_answer(_json(b"", 500)), "HTTP 500; the response body was empty"),
     Case("api", "500 truncated JSON", _api_answer(_json(b'{"response": {"code": "INTERNAL_SER', 500)), "HTTP 500; the response body was not JSON (application/json)"),
     Case("api", "404 JSON without the envelope", _api_answer(_json({"detail": "Not Found"}, 404)), "JSON without Packly's error envelope (keys: detail)"),
+    Case("api", "400 HTML echoing the bearer header", _api_answer(_echo(400, "<html><pre>Authorization: {auth}</pre></html>")), "<pre>Authorization: ***</pre>"),
+    Case("api", "422 envelope quoting the token", _api_answer(_echo(422, json.dumps({"response": {"code": "BAD_TOKEN", "message": "{auth} refused", "errors": [{"code": "X", "path": "{token}", "message": "{auth}"}]}}), "application/json")), "BAD_TOKEN: *** refused (X at '***': ***)"),
+    Case("api", "500 echoing token, secret and Basic", _api_answer(_echo(500, "token={token} secret={secret} Basic {basic}", "text/plain")), "'token=*** secret=*** ***'"),
+    Case("api", "502 page, Basic value across the cut", _api_answer(_echo(502, "y" * 172 + "{basic} and more")), "yyyy***"),
+    Case("api", "400 echoing base64/percent-encoded secrets", _api_answer(_echo(400, base64.b64encode(ISSUED_TOKEN.encode()).decode() + " " + quote(ISSUED_TOKEN, safe="") + " " + quote(CLIENT_SECRET, safe=""), "text/plain")), "'*** *** ***'"),
+    Case("token", "400 echoing a secret holding \\ ' \"", _token_answer(_json(f"refused secret {QUOTING_SECRET} here".encode(), 400, "text/plain"), client_secret=QUOTING_SECRET), "refused secret *** here"),
+    Case("token", "access_token with a control char", _token_answer(_json({**_TOKEN, "access_token": "AAAA\x0bBBBB"})), "cannot be sent in an HTTP header"),
+    Case("token", "access_token not ASCII", _token_answer(_json({**_TOKEN, "access_token": "AAAA\u00e9BBBB"})), "cannot be sent in an HTTP header"),
+    Case("token", "token_type 'mac' (and traceback locals)", _token_answer(_json({**_TOKEN, "token_type": "mac", "expires_in": -1})), "token_type 'mac'"),
+    Case("token", "expires_in -1 (and traceback locals)", _token_answer(_json({**_TOKEN, "expires_in": -1})), "expires_in is -1"),
+    Case("token", "expires_in NaN", _token_answer(_json(b'{"token_type": "bearer", "access_token": "' + ISSUED_TOKEN.encode() + b'", "expires_in": NaN}')), "expires_in is NaN"),
+    Case("token", "expires_in 400 digits (used as 10 years)", _token_answer(_json(b'{"token_type": "bearer", "access_token": "' + ISSUED_TOKEN.encode() + b'", "expires_in": ' + b"9" * 400 + b"}")), None),
+    Case("token", "gzip header on a plain body", _token_answer(_gzip_claimed()), "its body could not be decoded"),
+    Case("api", "gzip header on a plain body", _api_answer(_gzip_claimed()), "its body could not be decoded"),
+    Case("api", "429 with Retry-After: \u00b2", _api_answer(httpx.Response(429, headers=[(b"retry-after", "\u00b2".encode())])), "with HTTP 429"),
+    Case("api", "connection dropped mid-body, stream()", _api_answer(_cut_short, _drain), "connection broke while Packly's answer"),
+    Case("api", "endpoint holding CR LF", _api_answer(_json({}), lambda hook: hook.request("GET", "/v1/reseller/orders\r\nX-Injected: 1")), "is not a URL path that can be sent"),
+    Case("connection", "default_expires_in 'inf'", _settings(extra={"environment": "live", "default_expires_in": "inf"}), "default_expires_in = 'inf' in its extra fields; give a finite number"),
+    Case("connection", "retry_max_attempts 'nan'", _settings(extra={"environment": "live", "retry_max_attempts": "nan"}), "retry_max_attempts = 'nan' in its extra fields; give a finite number"),
+    Case("connection", "refresh_margin_seconds 'nan'", _settings(extra={"environment": "live", "refresh_margin_seconds": "nan"}), "refresh_margin_seconds = 'nan' in its extra fields; give a finite number"),
+    Case("connection", "retry_max_seconds 'nan'", _settings(extra={"environment": "live", "retry_max_seconds": "nan"}), "retry_max_seconds = 'nan' in its extra fields; give a finite number"),
+    Case("connection", "retry_max_attempts 400 digits", _settings(extra={"environment": "live", "retry_max_attempts": 10**400}), "retry_max_attempts = a number with more than 20 digits"),
+    Case("connection", "timeout 1e300 (overflows timers)", _settings(extra={"environment": "live", "timeout": "1e300"}), "timeout = '1e300' in its extra fields; give a finite number no larger than"),
+    Case("connection", "default_expires_in '0.5'", _settings(extra={"environment": "live", "default_expires_in": "0.5"}), "default_expires_in = '0.5' in its extra fields; give a whole number"),
 )
 
 
@@ -175,12 +267,31 @@ def run_case(case: Case) -> Outcome:
     except PacklyError as exc:
         message = str(exc)
         shown = message + repr(exc)
-        leaked = any(secret in shown for secret in SECRETS)
+        if case.group != "connection":  # there the caller's own frames hold the secret it passed
+            shown += provider_traceback(exc)
+        leaked = any(form in shown for form in LEAK_FORMS)
         named = case.expect is not None and case.expect in message
         return Outcome(case, type(exc).__name__, message, named, leaked)
     except Exception as exc:  # not a typed error: a defect
-        return Outcome(case, f"untyped {type(exc).__name__}", str(exc), False, any(s in str(exc) for s in SECRETS))
+        return Outcome(case, f"untyped {type(exc).__name__}", str(exc), False, any(s in str(exc) for s in LEAK_FORMS))
     return Outcome(case, "accepted", "(accepted)", case.expect is None, False)
+
+
+def provider_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` and its chain with the locals of the provider's own frames."""
+    shown = traceback.TracebackException.from_exception(exc, capture_locals=True)
+    pending: list[traceback.TracebackException | None] = [shown]
+    seen: list[traceback.TracebackException] = []
+    while pending:
+        part = pending.pop()
+        if part is None or any(part is s for s in seen):
+            continue
+        seen.append(part)
+        pending += [part.__cause__, part.__context__]
+        for frame in part.stack:
+            if "airflow_provider_packly" not in frame.filename:
+                frame.locals = None
+    return "".join(shown.format())
 
 
 def run_all() -> list[Outcome]:

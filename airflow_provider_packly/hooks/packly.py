@@ -23,7 +23,14 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_packly.auth import TOKEN_CACHE, AccessToken, PacklyBearerAuth, TokenCache, TokenSource
 from airflow_provider_packly.connection import PacklyConnection
-from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError, read_error_body, transport_error
+from airflow_provider_packly.exceptions import (
+    PacklyAPIError,
+    PacklyError,
+    body_error,
+    read_error_body,
+    redactor_for,
+    transport_error,
+)
 from airflow_provider_packly.retries import RetryPolicy, attempts_made
 from airflow_provider_packly.tls import SSL_CONTEXTS as _SSL_CONTEXTS
 from airflow_provider_packly.tls import unverified_tls_warning
@@ -33,6 +40,7 @@ from airflow_provider_packly.resources import (
     QUOTATION_PATH,
     OrderPager,
     PacklyOrderNotFound,
+    PacklyValidationError,
     QueryEncoder,
     bracket_encode,
     dieline_params,
@@ -146,6 +154,8 @@ class PacklyHook(BaseHook):
             return self._retry_policy.call(send_once, request)
         except httpx.TransportError as exc:
             raise transport_error(exc, request, proxy=self._proxy_display()) from exc
+        except httpx.HTTPError as exc:  # e.g. DecodingError: the body is not its Content-Encoding
+            raise body_error(exc, request) from exc
 
     async def _asend(
         self, client: httpx.AsyncClient, request: httpx.Request, *, auth: httpx.Auth | None, stream: bool = False
@@ -160,6 +170,8 @@ class PacklyHook(BaseHook):
             return await self._retry_policy.acall(send_once, request)
         except httpx.TransportError as exc:
             raise transport_error(exc, request, proxy=self._proxy_display()) from exc
+        except httpx.HTTPError as exc:
+            raise body_error(exc, request) from exc
 
     def _proxy_display(self) -> str | None:
         return self._connection.proxy_display if self._connection is not None else None
@@ -282,7 +294,8 @@ class PacklyHook(BaseHook):
         :raises PacklyTransportError: Packly could not be reached.
         """
         client = self.get_client()
-        request = client.build_request(
+        request = _build_request(
+            client,
             method, endpoint_path(self.get_conn(), endpoint), params=params, json=json, data=data, headers=headers
         )
         response = self._send(client, request, auth=self._auth)
@@ -301,7 +314,8 @@ class PacklyHook(BaseHook):
     ) -> httpx.Response:
         """``request`` for coroutines."""
         client = await self.aget_client()
-        request = client.build_request(
+        request = _build_request(
+            client,
             method, endpoint_path(await self.aget_conn(), endpoint), params=params, json=json, data=data, headers=headers
         )
         response = await self._asend(client, request, auth=self._auth)
@@ -314,11 +328,13 @@ class PacklyHook(BaseHook):
     ) -> Iterator[httpx.Response]:
         """An authenticated call whose body is read in chunks (``response.iter_bytes()``)."""
         client = self.get_client()
-        request = client.build_request(method, endpoint_path(self.get_conn(), endpoint), params=params, headers=headers)
+        request = _build_request(client, method, endpoint_path(self.get_conn(), endpoint), params=params, headers=headers)
         response = self._send(client, request, auth=self._auth, stream=True)
         try:
             raise_for_packly_status(response)
             yield response
+        except httpx.HTTPError as exc:  # raised by iter_bytes() & co. in the caller's block
+            raise body_error(exc, request) from exc
         finally:
             response.close()
 
@@ -328,11 +344,13 @@ class PacklyHook(BaseHook):
     ) -> AsyncIterator[httpx.Response]:
         """``stream`` for coroutines (``response.aiter_bytes()``)."""
         client = await self.aget_client()
-        request = client.build_request(method, endpoint_path(await self.aget_conn(), endpoint), params=params, headers=headers)
+        request = _build_request(client, method, endpoint_path(await self.aget_conn(), endpoint), params=params, headers=headers)
         response = await self._asend(client, request, auth=self._auth, stream=True)
         try:
             raise_for_packly_status(response)
             yield response
+        except httpx.HTTPError as exc:
+            raise body_error(exc, request) from exc
         finally:
             await response.aclose()
 
@@ -529,12 +547,35 @@ def endpoint_path(connection: PacklyConnection, endpoint: str) -> str:
     return "/" + endpoint.lstrip("/")
 
 
+def _build_request(client: httpx.Client | httpx.AsyncClient, method: str, url: str, **options: Any) -> httpx.Request:
+    """``client.build_request``, refusing what httpx cannot send as a ``PacklyValidationError``:
+    an endpoint holding CR/LF, a header value that is not ASCII (never quoted: it may be a secret).
+
+    The error is raised outside the ``except`` block, so it has no ``__context__``: httpx's own
+    frames hold a half-built URL whose ``repr`` fails in a traceback printed with its locals.
+    """
+    try:
+        return client.build_request(method, url, **options)
+    except httpx.InvalidURL as exc:
+        problem = (
+            f"Endpoint {url!r} is not a URL path that can be sent ({exc}); give a path such as "
+            "'/v1/reseller/orders', without spaces or control characters."
+        )
+    except UnicodeEncodeError:
+        problem = (
+            f"A header of {method} {url!r} holds characters that are not ASCII, which HTTP headers cannot "
+            "carry; its value is not shown. Encode it (e.g. percent-encoding) or leave it out."
+        )
+    raise PacklyValidationError(problem)
+
+
 def raise_for_packly_status(response: httpx.Response) -> None:
     """Raise ``PacklyAPIError`` with Packly's envelope parsed if ``response`` is not 2xx."""
     if response.is_success:
         return
     response.read()
-    body = read_error_body(response.content, response.headers.get("content-type", ""))
+    # The body may echo the request's credentials: the token it carried, the connection's secrets.
+    body = read_error_body(response.content, response.headers.get("content-type", ""), redactor_for(response.request))
     raise PacklyAPIError.from_body(
         http_status=response.status_code,
         method=response.request.method,
@@ -548,7 +589,7 @@ def json_body(response: httpx.Response) -> Any:
     """The body as JSON, or a ``PacklyError`` that says what it was instead."""
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         kind = response.headers.get("content-type", "no content type").split(";")[0]
         raise PacklyError(
             f"Packly answered {response.request.method} {response.request.url.path} with HTTP "

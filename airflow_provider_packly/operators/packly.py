@@ -25,7 +25,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_packly.arguments import ArgumentCheck, CheckedArgumentsMixin
-from airflow_provider_packly.exceptions import PacklyError
+from airflow_provider_packly.exceptions import PacklyError, quote_body, redactor_for
 from airflow_provider_packly.resources import (
     DIELINE_PATH,
     ORDER_STATUSES,
@@ -257,7 +257,8 @@ class PacklyDielineOperator(_PacklyBaseOperator):
                             if not _PDF_MAGIC.startswith(head):
                                 kind = response.headers.get("content-type", "no content type").split(";")[0]
                                 raise PacklyError(
-                                    f"Packly's dieline answer is not a PDF ({kind}, starting {chunk[:16]!r}); "
+                                    f"Packly's dieline answer is not a PDF ({kind}, starting "
+                                    f"{quote_body(chunk, redactor_for(response.request), 16)}); "
                                     "nothing was kept."
                                 )
                         out.write(chunk)

@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError
+from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError, PacklyTransportError
 from airflow_provider_packly.operators.packly import (
     PacklyDielineOperator,
     PacklyOperator,
@@ -292,7 +292,7 @@ def test_failed_download_leaves_no_partial_local_file(fake, tmp_path):
     target = tmp_path / "box.pdf"
     target.write_bytes(b"%PDF- the previous good file")
     fake.answers = [_broken_stream]
-    with pytest.raises(httpx.ReadError):
+    with pytest.raises(PacklyTransportError, match="connection broke while Packly's answer"):
         PacklyDielineOperator(task_id="d", **BOX, output_path=str(target)).execute(context())
     assert [p.name for p in tmp_path.iterdir()] == ["box.pdf"]
     assert target.read_bytes() == b"%PDF- the previous good file"  # untouched
@@ -306,7 +306,7 @@ def test_failed_download_leaves_no_object_behind(fake):
     attach(protocol="memory", fs=memory)
     fake.answers = [_broken_stream]
     target = ObjectStoragePath("memory://bucket/broken.pdf")
-    with pytest.raises(httpx.ReadError):
+    with pytest.raises(PacklyTransportError):
         PacklyDielineOperator(task_id="d", **BOX, output_path=target).execute(context())
     assert not target.exists()
 
