@@ -26,6 +26,8 @@ from typing import Awaitable, Callable
 import httpx
 import tenacity
 
+from airflow_provider_packly.limits import DEADLINE_EXTENSION
+
 __all__ = ["IDEMPOTENT_EXTENSION", "RetryPolicy", "attempts_made", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
@@ -160,7 +162,9 @@ class RetryPolicy:
         return {
             "retry": self._should_retry,
             "wait": self._wait,
-            "stop": tenacity.stop_after_attempt(self.max_attempts) | tenacity.stop_before_delay(self.max_seconds),
+            "stop": tenacity.stop_after_attempt(self.max_attempts)
+            | tenacity.stop_before_delay(self.max_seconds)
+            | _StopAtDeadline(),
             "before_sleep": self._log_retry,
             # Out of attempts or time: hand back the last response, or raise the last error.
             "retry_error_callback": lambda state: state.outcome.result(),
@@ -199,6 +203,14 @@ class RetryPolicy:
             self.max_attempts - 1,
             state.upcoming_sleep,
         )
+
+
+class _StopAtDeadline(tenacity.stop.stop_base):
+    """No retry whose wait would end at or past the call's overall deadline (``limits.Deadline``)."""
+
+    def __call__(self, state: tenacity.RetryCallState) -> bool:
+        deadline = state.args[0].extensions.get(DEADLINE_EXTENSION)
+        return deadline is not None and deadline.remaining() <= (state.upcoming_sleep or 0.0)
 
 
 def _unwrap(outcome: httpx.Response | httpx.TransportError) -> httpx.Response:
