@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ IDEMPOTENT_EXTENSION = "packly_idempotent"
 _ATTEMPTS_EXTENSION = "packly_attempts"
 
 _jitter = random.Random()
+if hasattr(os, "register_at_fork"):  # forked workers must not all draw the same "random" waits
+    os.register_at_fork(after_in_child=_jitter.seed)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -356,6 +356,10 @@ class PacklyHook(BaseHook):
     ) -> httpx.Response:
         """Call ``endpoint`` (e.g. ``/v1/reseller/orders``) with a bearer token.
 
+        A successful answer's whole body is read into memory (an error body only up to
+        64 KiB): for large downloads use ``stream``, as the dieline operator does. The call,
+        retries and body included, ends by the connection's ``request_deadline``.
+
         :raises PacklyAPIError: Packly answered with a status that is not 2xx (after one
             token refresh if the answer was 401).
         :raises PacklyAuthError: no token could be obtained.

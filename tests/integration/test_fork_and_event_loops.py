@@ -141,6 +141,18 @@ def test_a_child_forked_inside_an_event_loop_drops_the_async_clients_it_inherite
         assert asyncio.run(main()) == 0
 
 
+def test_a_forked_child_draws_other_retry_waits_than_its_parent():
+    """Prefork workers that all retried with the parent's jitter sequence would retry in step."""
+    import random
+
+    from airflow_provider_packly import retries
+
+    parent_next = random.Random()
+    parent_next.setstate(retries._jitter.getstate())
+    expected = [parent_next.random() for _ in range(3)]
+    assert run_in_child(lambda: 5 if [retries._jitter.random() for _ in range(3)] == expected else 0) == 0
+
+
 def test_one_hook_across_two_asyncio_runs_leaves_no_client_open_and_closes_cleanly():
     leaks: list[str] = []
     previous = sys.unraisablehook
