@@ -22,16 +22,25 @@ import base64
 import concurrent.futures
 import json
 import math
+import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Generator, Hashable
 from urllib.parse import urlencode
 
 import httpx
 
-from airflow_provider_packly.connection import PacklyConnection
-from airflow_provider_packly.exceptions import REDACT_EXTENSION, PacklyAuthError, Redactor, read_error_body
+from airflow_provider_packly.connection import DEFAULT_RETRY_MAX_SECONDS, DEFAULT_TIMEOUT, PacklyConnection
+from airflow_provider_packly.exceptions import (
+    REDACT_EXTENSION,
+    PacklyAuthError,
+    PacklyTransportError,
+    Redactor,
+    read_error_body,
+)
+from airflow_provider_packly.limits import current_deadline
 from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, attempts_made
 
 __all__ = [
@@ -168,8 +177,8 @@ def _read_token(connection: PacklyConnection, response: httpx.Response) -> tuple
 
     # A 2xx body may hold a token in an unexpected shape: describe it, never quote it.
     if len(response.content) > MAX_TOKEN_RESPONSE_BYTES:
-        return _Refusal(
-            f"the token response was {len(response.content):,} bytes, far more than a token response; "
+        return _Refusal(  # the I/O shell stops reading just past the limit
+            f"the token response was over {MAX_TOKEN_RESPONSE_BYTES:,} bytes, far more than a token response; "
             "check that the Base URL points at the Packly API"
         )
     try:
@@ -258,6 +267,18 @@ class _LeaderGone(Exception):
     """The caller fetching a token was cancelled or interrupted: a waiter takes over."""
 
 
+#: The longest a caller waits for a token fetch another caller has in flight, when it is not
+#: told (the default connection's ``request_deadline``: the fetch itself ends by then).
+DEFAULT_FLIGHT_WAIT_SECONDS = DEFAULT_RETRY_MAX_SECONDS + 4 * DEFAULT_TIMEOUT
+
+
+def _flight_wait_timeout(seconds: float) -> PacklyTransportError:
+    return PacklyTransportError(
+        f"Waited {seconds:g} s for the token request another caller had in flight, without an answer; "
+        "raise the connection's request_deadline_seconds, or retry later."
+    )
+
+
 @dataclass
 class _Slot:
     token: AccessToken | None = None
@@ -283,6 +304,15 @@ class TokenCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._slots: dict[Hashable, _Slot] = {}
+        _CACHES.add(self)
+
+    def _forget_flights_after_fork(self) -> None:
+        """In a forked child: the threads leading fetches did not survive the fork, so their
+        flights would never end; forget them (tokens already cached stay valid). The lock may
+        have been held by one of those threads."""
+        self._lock = threading.Lock()
+        for slot in self._slots.values():
+            slot.flight = None
 
     def clear(self) -> None:
         """Forget every token (tests; a credentials rotation)."""
@@ -338,11 +368,19 @@ class TokenCache:
             return token
         return None
 
-    def get(self, key: Hashable, fetch: Callable[[], AccessToken]) -> AccessToken:
-        """The cached token, or one fetched by exactly one of the callers that need it."""
+    def get(
+        self, key: Hashable, fetch: Callable[[], AccessToken], *, wait_seconds: float = DEFAULT_FLIGHT_WAIT_SECONDS
+    ) -> AccessToken:
+        """The cached token, or one fetched by exactly one of the callers that need it.
+
+        A caller waits at most ``wait_seconds`` for another caller's fetch, then raises
+        ``PacklyTransportError`` (the fetch is bounded by its own deadline; this bound is the
+        safety net, e.g. for a fetch whose thread is gone).
+        """
         fresh = self._fresh(key)
         if fresh is not None:
             return fresh
+        give_up_at = time.monotonic() + wait_seconds
         while True:
             claim = self._claim(key)
             if claim.token is not None:
@@ -351,15 +389,26 @@ class TokenCache:
             if claim.lead:
                 return self._lead(key, claim.flight, fetch)
             try:
-                return claim.flight.result()
+                return claim.flight.result(timeout=max(0.0, give_up_at - time.monotonic()))
             except _LeaderGone:
                 continue
+            except concurrent.futures.TimeoutError:
+                raise _flight_wait_timeout(wait_seconds) from None
 
-    async def aget(self, key: Hashable, fetch: Callable[[], Awaitable[AccessToken]]) -> AccessToken:
+    async def aget(
+        self,
+        key: Hashable,
+        fetch: Callable[[], Awaitable[AccessToken]],
+        *,
+        wait_seconds: float = DEFAULT_FLIGHT_WAIT_SECONDS,
+    ) -> AccessToken:
         """``get`` for coroutines: waits without blocking the event loop."""
         fresh = self._fresh(key)
         if fresh is not None:
             return fresh
+        import anyio
+
+        give_up_at = time.monotonic() + wait_seconds
         while True:
             claim = self._claim(key)
             if claim.token is not None:
@@ -367,10 +416,12 @@ class TokenCache:
             assert claim.flight is not None
             if claim.lead:
                 return await self._alead(key, claim.flight, fetch)
-            try:
-                return await _wait_for_flight(claim.flight)
-            except _LeaderGone:
-                continue
+            with anyio.move_on_after(give_up_at - time.monotonic()):
+                try:
+                    return await _wait_for_flight(claim.flight)
+                except _LeaderGone:
+                    continue
+            raise _flight_wait_timeout(wait_seconds)
 
     def _lead(self, key: Hashable, flight: concurrent.futures.Future[AccessToken], fetch: Callable[[], AccessToken]) -> AccessToken:
         try:
@@ -427,6 +478,18 @@ async def _wait_for_flight(flight: concurrent.futures.Future[AccessToken]) -> Ac
     return await waiter
 
 
+#: Every cache alive in this process (weakly), for ``_after_fork_in_child``.
+_CACHES: weakref.WeakSet[TokenCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_CACHES):
+        cache._forget_flights_after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 #: The one cache of this process.
 TOKEN_CACHE = TokenCache()
 
@@ -467,10 +530,16 @@ class TokenSource:
         self.redactor = connection_redactor(connection)
 
     def get(self) -> AccessToken:
-        return self._cache.get(self.key, self.fetch_uncached)
+        return self._cache.get(self.key, self.fetch_uncached, wait_seconds=self._wait_seconds())
 
     async def aget(self) -> AccessToken:
-        return await self._cache.aget(self.key, self.afetch_uncached)
+        return await self._cache.aget(self.key, self.afetch_uncached, wait_seconds=self._wait_seconds())
+
+    def _wait_seconds(self) -> float:
+        """How long to wait for another caller's fetch: what is left of the call needing the
+        token, or one whole call's deadline (the fetch is bounded by no more)."""
+        deadline = current_deadline()
+        return deadline.remaining() if deadline is not None else self.connection.request_deadline()
 
     def invalidate(self, stale: AccessToken) -> None:
         self._cache.invalidate(self.key, stale)
@@ -515,16 +584,25 @@ class PacklyBearerAuth(httpx.Auth):
         self._tokens.invalidate(token)
         return True
 
+    @staticmethod
+    def _unread(response: httpx.Response) -> httpx.SyncByteStream | httpx.AsyncByteStream:
+        """Give the rejected 401 an empty body: httpx reads it whole, before any bound applies,
+        and nothing uses it. Returns its real stream, for the flow to close."""
+        stream, response.stream = response.stream, httpx.ByteStream(b"")
+        return stream
+
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         token = self._tokens.get()
         response = yield self._authorize(request, token)
         if self._rejected(response, token):
+            self._unread(response).close()  # type: ignore[union-attr]
             yield self._authorize(request, self._tokens.get())
 
     async def async_auth_flow(self, request: httpx.Request) -> Any:
         token = await self._tokens.aget()
         response = yield self._authorize(request, token)
         if self._rejected(response, token):
+            await self._unread(response).aclose()  # type: ignore[union-attr]
             yield self._authorize(request, await self._tokens.aget())
 
     def __repr__(self) -> str:

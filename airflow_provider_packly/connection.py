@@ -110,6 +110,9 @@ class PacklyConnection:
     #: field named *proxy*). ``None``: httpx's environment variables apply (``HTTPS_PROXY``,
     #: ``NO_PROXY``...). It may hold ``user:password@``: never shown in ``repr()`` or messages.
     proxy_url: str | None = field(default=None, repr=False)
+    #: The longest one call may take, retries and body included; ``None``: derived (see
+    #: ``request_deadline``).
+    request_deadline_seconds: float | None = None
 
     def __post_init__(self) -> None:
         where = f"Packly connection {self.conn_id!r}" if self.conn_id else "The Packly connection"
@@ -147,6 +150,8 @@ class PacklyConnection:
         for name in ("retry_max_seconds", "retry_backoff_seconds", "retry_backoff_max_seconds", "retry_after_max_seconds"):
             if getattr(self, name) < 0:
                 raise PacklyConnectionConfigError(f"{where} has {name} {getattr(self, name)!r}; use 0 or more seconds.")
+        if self.request_deadline_seconds is not None:
+            _check_positive(self.request_deadline_seconds, "request_deadline_seconds", where)
         _check_tls(self.tls, self.environment, where)
         if self.proxy_url is not None:
             _check_proxy_url(self.proxy_url, where)
@@ -177,6 +182,20 @@ class PacklyConnection:
                 ("pool", self.pool_timeout),
             )
         }
+
+    def request_deadline(self) -> float:
+        """Seconds one call may take in all: connecting, sending, every retry and its wait, and
+        reading the whole answer (token requests included).
+
+        httpx bounds each wait (one read, one connect), never a whole call, so a server that
+        trickles a byte per read could hold a call for hours. ``request_deadline_seconds`` when
+        set; by default the retry time budget plus each phase's timeout once (pool, connect,
+        write, read): the longest a call can take against a server that answers within its
+        timeouts (180 s with the defaults).
+        """
+        if self.request_deadline_seconds is not None:
+            return self.request_deadline_seconds
+        return self.retry_max_seconds + sum(self.phase_timeouts().values())
 
     @property
     def token_url(self) -> str:
@@ -249,6 +268,7 @@ class PacklyConnection:
             retry_backoff_max_seconds=settings.number("retry_backoff_max_seconds", DEFAULT_RETRY_BACKOFF_MAX_SECONDS),
             retry_after_max_seconds=settings.number("retry_after_max_seconds", DEFAULT_RETRY_AFTER_MAX_SECONDS),
             conn_id=conn_id,
+            request_deadline_seconds=settings.optional_number("request_deadline_seconds"),
             tls=TlsSettings(
                 verify=settings.boolean("verify_tls", True),
                 ca_bundle_path=_path_or_none(settings.text("ca_bundle_path")),

@@ -127,6 +127,12 @@ def get_provider_info() -> dict[str, Any]:
                         "A longer Retry-After from Packly is cut to this. Packly documents no rate limits.",
                         default=60,
                     ),
+                    "request_deadline_seconds": _seconds_field(
+                        "Deadline per call (seconds)",
+                        "Longest one call may take in all: retries, waits and reading the whole answer, token "
+                        "requests included. Empty means the retry time budget plus each timeout above once "
+                        "(180 with the defaults).",
+                    ),
                     "verify_tls": {
                         "label": "Verify TLS certificates",
                         "description": (

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import httpx
 import tenacity
 
 from airflow_provider_packly.exceptions import is_permanent_tls_failure
+from airflow_provider_packly.limits import DEADLINE_EXTENSION
 
 __all__ = ["IDEMPOTENT_EXTENSION", "RetryPolicy", "attempts_made", "parse_retry_after"]
 
@@ -43,6 +45,8 @@ IDEMPOTENT_EXTENSION = "packly_idempotent"
 _ATTEMPTS_EXTENSION = "packly_attempts"
 
 _jitter = random.Random()
+if hasattr(os, "register_at_fork"):  # forked workers must not all draw the same "random" waits
+    os.register_at_fork(after_in_child=_jitter.seed)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -172,7 +176,9 @@ class RetryPolicy:
         return {
             "retry": self._should_retry,
             "wait": self._wait,
-            "stop": tenacity.stop_after_attempt(self.max_attempts) | tenacity.stop_before_delay(self.max_seconds),
+            "stop": tenacity.stop_after_attempt(self.max_attempts)
+            | tenacity.stop_before_delay(self.max_seconds)
+            | _StopAtDeadline(),
             "before_sleep": self._log_retry,
             # Out of attempts or time: hand back the last response, or raise the last error.
             "retry_error_callback": lambda state: state.outcome.result(),
@@ -211,6 +217,14 @@ class RetryPolicy:
             self.max_attempts - 1,
             state.upcoming_sleep,
         )
+
+
+class _StopAtDeadline(tenacity.stop.stop_base):
+    """No retry whose wait would end at or past the call's overall deadline (``limits.Deadline``)."""
+
+    def __call__(self, state: tenacity.RetryCallState) -> bool:
+        deadline = state.args[0].extensions.get(DEADLINE_EXTENSION)
+        return deadline is not None and deadline.remaining() <= (state.upcoming_sleep or 0.0)
 
 
 def _unwrap(outcome: httpx.Response | httpx.TransportError) -> httpx.Response:

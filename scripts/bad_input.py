@@ -18,11 +18,15 @@ The test suite runs every case (``tests/reliability/test_bad_input.py``).
 from __future__ import annotations
 
 import base64
+import functools
+import itertools
 import json
 import sys
+import time
 import traceback
+import zlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 import httpx
@@ -172,6 +176,71 @@ def _gzip_claimed(status: int = 200) -> httpx.Response:
     )
 
 
+# -- hostile answers: read as a stream, so each request needs a fresh one -------------------------
+
+#: The deadline the hostile rows run under (a real connection's default is 180 s).
+_DEADLINE = {"request_deadline_seconds": 1}
+
+
+def _fresh_token_answer(make: Callable[[], httpx.Response]) -> Callable[[], Any]:
+    """``_token_answer`` for an answer whose body is a stream: ``make`` builds one per request."""
+
+    def run() -> Any:
+        transport = httpx.MockTransport(lambda request: make())
+        with PacklyHook(connection=_connection(**_DEADLINE), transport=transport) as hook:
+            return hook.get_token()
+
+    return run
+
+
+def _fresh_api_answer(make: Callable[[], httpx.Response]) -> Callable[[], Any]:
+    """``_api_answer`` for an answer whose body is a stream."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/oauth2/token":
+            return _json({"token_type": "bearer", "access_token": ISSUED_TOKEN, "expires_in": 3600})
+        return make()
+
+    def run() -> Any:
+        with PacklyHook(connection=_connection(**_DEADLINE), transport=httpx.MockTransport(answer)) as hook:
+            return hook.request("GET", "/v1/reseller/orders")
+
+    return run
+
+
+def _trickle(body: bytes, every: float = 0.1) -> Iterator[bytes]:
+    """One byte per ``every`` seconds: each read gets data in time, so no read timeout fires."""
+    for index in range(len(body)):
+        time.sleep(every)
+        yield body[index : index + 1]
+
+
+def _endless(every: float = 0.01) -> Iterator[bytes]:
+    yield b"["
+    for _ in itertools.count():
+        time.sleep(every)
+        yield b"0,"
+
+
+@functools.lru_cache(maxsize=1)
+def _gzip_bomb() -> bytes:
+    """100 MB of zeros in about 100 KB of gzip, built without holding the 100 MB."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    zeros = bytes(1 << 20)
+    return b"".join([*(compressor.compress(zeros) for _ in range(100)), compressor.flush()])
+
+
+def _streamed(body: Callable[[], Iterator[bytes]], status: int = 200) -> Callable[[], httpx.Response]:
+    """An answer whose body ``body()`` yields, made anew for each request."""
+    return lambda: httpx.Response(status, content=body(), headers={"content-type": "application/json"})
+
+
+def _bomb(status: int) -> Callable[[], httpx.Response]:
+    return lambda: httpx.Response(
+        status, content=iter([_gzip_bomb()]), headers={"content-type": "application/json", "content-encoding": "gzip"}
+    )
+
+
 def _settings(**fields: Any) -> Callable[[], Any]:
     def run() -> Any:
         values = {
@@ -227,6 +296,7 @@ CASES: tuple[Case, ...] = (
     Case("connection", "secret inside the Base URL", _settings(host=f"https://{CLIENT_ID}:{CLIENT_SECRET}@api.packly.io"), "credentials inside its Base URL"),
     Case("connection", "timeout not a number", _settings(extra={"environment": "live", "timeout": "soon"}), "timeout = 'soon'"),
     Case("connection", "retry attempts zero", _settings(extra={"environment": "live", "retry_max_attempts": 0}), "retry_max_attempts 0"),
+    Case("connection", "call deadline zero", _settings(extra={"environment": "live", "request_deadline_seconds": 0}), "request_deadline_seconds = 0.0; give a number of seconds above 0"),
     Case("api", "400 envelope with an error item", _api_answer(_json(_ENVELOPE, 400)), "VALIDATION_ERROR: Some parameters are wrong or missing (DLN_1101 at 'material'"),
     Case("api", "404 envelope without errors", _api_answer(_json({"response": {"code": "NOT_FOUND", "message": "No such article"}}, 404)), "HTTP 404: NOT_FOUND: No such article"),
     Case("api", "502 proxy HTML", _api_answer(_json(b"<html><h1>502 Bad Gateway</h1></html>", 502, "text/html")), "HTTP 502; the response body was not JSON (text/html)"),
@@ -257,6 +327,11 @@ CASES: tuple[Case, ...] = (
     Case("connection", "retry_max_attempts 400 digits", _settings(extra={"environment": "live", "retry_max_attempts": 10**400}), "retry_max_attempts = a number with more than 20 digits"),
     Case("connection", "timeout 1e300 (overflows timers)", _settings(extra={"environment": "live", "timeout": "1e300"}), "timeout = '1e300' in its extra fields; give a finite number no larger than"),
     Case("connection", "default_expires_in '0.5'", _settings(extra={"environment": "live", "default_expires_in": "0.5"}), "default_expires_in = '0.5' in its extra fields; give a whole number"),
+    Case("token", "trickled, 1 byte / 0.1 s, 1 s deadline", _fresh_token_answer(_streamed(lambda: _trickle(json.dumps(_TOKEN).encode()))), "did not finish within its overall deadline of 1 s"),
+    Case("token", "gzip bomb: 100 KB, 100 MB decoded", _fresh_token_answer(_bomb(200)), "over 65,536 bytes, far more than a token response"),
+    Case("api", "trickled, 1 byte / 0.1 s, 1 s deadline", _fresh_api_answer(_streamed(lambda: _trickle(b'{"response": []}' * 4))), "did not finish within its overall deadline of 1 s"),
+    Case("api", "chunked answer that never ends", _fresh_api_answer(_streamed(_endless)), "did not finish within its overall deadline of 1 s"),
+    Case("api", "500 whose body is a gzip bomb", _fresh_api_answer(_bomb(500)), "HTTP 500; the response body was not JSON"),
 )
 
 

@@ -3,7 +3,7 @@
 Run ``./dev soak`` (5,000 calls) or ``./dev soak --calls 1000``. The sandbox runs on real
 loopback HTTP with a seeded fault mode (502/503/500 with and without ``Retry-After``, 429,
 connection resets, answers slower than the read timeout, truncated bodies, tokens revoked
-before they expire). Reads and writes are mixed; every write carries a unique key, so the
+before they expire, answers trickled a byte at a time that only the overall deadline ends). Reads and writes are mixed; every write carries a unique key, so the
 sandbox's counters tell a duplicated write from a lost one. It prints faults injected against
 outcomes and checks:
 
@@ -11,7 +11,8 @@ outcomes and checks:
   every failed read raised a typed ``PacklyError`` (after bounded retries);
 * 0 duplicated writes: no key applied twice, and every write answered 201 applied once;
 * every failed call is a typed ``PacklyError``: nothing untyped escapes;
-* token requests that issued a token = 1 + the revocations the sandbox forced.
+* token requests that issued a token = 1 + the revocations the sandbox forced;
+* no call outlived its overall deadline (``DEADLINE_SECONDS``, plus scheduling slack).
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ from airflow_provider_packly.sandbox import FaultConfig, SandboxConfig, run_sand
 
 WRITES = "/_sandbox/v1/writes"
 ORDERS = "/v1/reseller/orders"
-FAULT_KINDS = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke")
+FAULT_KINDS = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke", "trickle")
+#: Every call's overall deadline (``request_deadline_seconds``): a trickled answer is cut by it.
+DEADLINE_SECONDS = 2.0
+#: A call counts as over its deadline past this much more (thread and event-loop scheduling on
+#: a busy machine; a sync call notices the deadline at the next byte, 20 ms apart).
+DEADLINE_SLACK_SECONDS = 1.0
 
 
 @dataclass
@@ -45,6 +51,7 @@ class Tally:
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     lost_reads: list[str] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
     acknowledged_writes: list[str] = field(default_factory=list)
     failed_writes: list[str] = field(default_factory=list)
 
@@ -75,6 +82,8 @@ class SoakReport:
     tokens_issued: int
     token_requests: int
     forced_revocations: int
+    calls_over_deadline: int = 0
+    slowest_call_seconds: float = 0.0
 
     @property
     def faulted_share(self) -> float:
@@ -89,6 +98,7 @@ class SoakReport:
             and self.acknowledged_not_applied == 0
             and self.untyped_failures == 0
             and self.tokens_issued == 1 + self.forced_revocations
+            and self.calls_over_deadline == 0
         )
 
 
@@ -148,7 +158,10 @@ def _check_read(kind: str, body: Any, acknowledged_before_read: bool) -> bool:
 
 
 def run_soak(calls: int = 5000, *, seed: int = 7, fault_rate: float = 0.12, threads: int = 4, coroutines: int = 16) -> SoakReport:
-    faults = FaultConfig(seed=seed, rate=fault_rate, kinds=FAULT_KINDS, token_rate=0.05, slow_seconds=0.4, retry_after_seconds=0)
+    faults = FaultConfig(
+        seed=seed, rate=fault_rate, kinds=FAULT_KINDS, token_rate=0.05, slow_seconds=0.4, retry_after_seconds=0,
+        trickle_seconds=0.02,
+    )
     sync_calls = calls // 2
     async_calls = calls - sync_calls
     tally = Tally()
@@ -165,25 +178,32 @@ def run_soak(calls: int = 5000, *, seed: int = 7, fault_rate: float = 0.12, thre
             retry_backoff_seconds=0.01,
             retry_backoff_max_seconds=0.05,
             retry_max_seconds=10,
+            request_deadline_seconds=DEADLINE_SECONDS,
         )
 
         def one_sync(hook: PacklyHook, index: int) -> None:
             call = _SoakCall.plan("s", index, acknowledged)
+            started = time.monotonic()
             try:
                 response = hook.request(call.method, call.path, json=call.body)
             except Exception as exc:
                 call.record_failure(exc, tally)
             else:
                 call.record_success(response.json(), tally, acknowledged)
+            finally:
+                tally.durations.append(time.monotonic() - started)
 
         async def one_async(hook: PacklyHook, index: int) -> None:
             call = _SoakCall.plan("a", index, acknowledged)
+            started = time.monotonic()
             try:
                 response = await hook.arequest(call.method, call.path, json=call.body)
             except Exception as exc:
                 call.record_failure(exc, tally)
             else:
                 call.record_success(response.json(), tally, acknowledged)
+            finally:
+                tally.durations.append(time.monotonic() - started)
 
         def sync_worker(worker: int) -> None:
             with PacklyHook(connection=connection) as hook:
@@ -232,6 +252,8 @@ def run_soak(calls: int = 5000, *, seed: int = 7, fault_rate: float = 0.12, thre
             tokens_issued=state.token_requests_ok,
             token_requests=state.token_requests,
             forced_revocations=state.forced_revocations,
+            calls_over_deadline=sum(1 for d in tally.durations if d > DEADLINE_SECONDS + DEADLINE_SLACK_SECONDS),
+            slowest_call_seconds=max(tally.durations, default=0.0),
         )
     TOKEN_CACHE.clear()
     return report
@@ -281,9 +303,11 @@ def print_report(report: SoakReport) -> None:
         ("writes answered 201 but not applied exactly once", report.acknowledged_not_applied, "0"),
         ("untyped failures", report.untyped_failures, "0"),
         ("tokens issued", report.tokens_issued, f"1 + {report.forced_revocations} forced revocations"),
+        (f"calls over their {DEADLINE_SECONDS:g} s deadline (+{DEADLINE_SLACK_SECONDS:g} s slack)", report.calls_over_deadline, "0"),
     ]
     for name, value, goal in rows:
         print(f"  {name:50} {value:6,}   goal {goal}")
+    print(f"  (slowest call: {report.slowest_call_seconds:.2f} s)")
     print(f"  (failed writes the sandbox had applied, correctly not resent: {report.unacknowledged_applied_writes};"
           f" token endpoint requests in all, retries included: {report.token_requests})")
     print("\nSOAK PASSED" if report.ok else "\nSOAK FAILED")

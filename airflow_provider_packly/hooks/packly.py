@@ -13,15 +13,24 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import ssl
 import threading
 import weakref
 from typing import Any, AsyncIterator, Iterable, Iterator, Mapping
 
+import anyio
 import httpx
 from airflow.sdk import BaseHook
 
-from airflow_provider_packly.auth import TOKEN_CACHE, AccessToken, PacklyBearerAuth, TokenCache, TokenSource
+from airflow_provider_packly.auth import (
+    MAX_TOKEN_RESPONSE_BYTES,
+    TOKEN_CACHE,
+    AccessToken,
+    PacklyBearerAuth,
+    TokenCache,
+    TokenSource,
+)
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import (
     PacklyAPIError,
@@ -31,6 +40,7 @@ from airflow_provider_packly.exceptions import (
     redactor_for,
     transport_error,
 )
+from airflow_provider_packly.limits import MAX_ERROR_BODY_BYTES, Deadline, aread_limited, bound_body, read_limited
 from airflow_provider_packly.retries import RetryPolicy, attempts_made
 from airflow_provider_packly.tls import SSL_CONTEXTS as _SSL_CONTEXTS
 from airflow_provider_packly.tls import unverified_tls_warning
@@ -99,8 +109,11 @@ class PacklyHook(BaseHook):
         self._client: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
+        #: Closes ``_aclient`` when its event loop shuts down (see ``aget_client``).
+        self._aclient_closer: AsyncIterator[None] | None = None
         self._lock = threading.Lock()
         self._warned = False
+        _LIVE_HOOKS.add(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(packly_conn_id={self.packly_conn_id!r})"
@@ -127,7 +140,9 @@ class PacklyHook(BaseHook):
                 self._retry_policy = retry_policy_for(connection)
                 self._tokens = TokenSource(
                     connection,
-                    send=lambda request: self._send(self.get_client(), request, auth=None),
+                    send=lambda request: self._send(
+                        self.get_client(), request, auth=None, body_limit=MAX_TOKEN_RESPONSE_BYTES
+                    ),
                     asend=self._asend_token_request,
                     cache=self._token_cache,
                     on_new_token=_mask_token,
@@ -137,41 +152,92 @@ class PacklyHook(BaseHook):
             return self._tokens
 
     async def _asend_token_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._asend(await self.aget_client(), request, auth=None)
+        return await self._asend(await self.aget_client(), request, auth=None, body_limit=MAX_TOKEN_RESPONSE_BYTES)
+
+    def _deadline(self) -> Deadline:
+        """A new call's overall deadline (``PacklyConnection.request_deadline``)."""
+        connection = self._connection
+        assert connection is not None, "the client is created, with the connection, before any send"
+        return Deadline.start(connection.request_deadline())
 
     # -- the I/O shells: send with the retry policy; everything else is shared ------------------
 
-    def _send(
-        self, client: httpx.Client, request: httpx.Request, *, auth: httpx.Auth | None, stream: bool = False
-    ) -> httpx.Response:
-        def send_once(request: httpx.Request) -> httpx.Response:
-            response = client.send(request, auth=auth, stream=stream)
-            if stream and not response.is_success:
-                response.read()  # a small error body: read it so a retry can discard the response
-            return response
+    # Every send streams, so that the shared rules decide how much of a body is read:
+    # ``_body_limit`` (an error body, a token response: a bounded prefix), the whole of it
+    # (``request``), or none yet (``stream``). The body is read under the call's deadline.
 
-        try:
-            return self._retry_policy.call(send_once, request)
-        except httpx.TransportError as exc:
-            raise transport_error(exc, request, proxy=self._proxy_display()) from exc
-        except httpx.HTTPError as exc:  # e.g. DecodingError: the body is not its Content-Encoding
-            raise body_error(exc, request) from exc
+    def _send(
+        self,
+        client: httpx.Client,
+        request: httpx.Request,
+        *,
+        auth: httpx.Auth | None,
+        stream: bool = False,
+        body_limit: int | None = None,
+    ) -> httpx.Response:
+        deadline = self._deadline()
+
+        def send_once(request: httpx.Request) -> httpx.Response:
+            deadline.apply(request, client.timeout)
+            response = client.send(request, auth=auth, stream=True)
+            bound_body(response, deadline)
+            try:
+                limit = _body_limit(response, body_limit)
+                if limit is not None:
+                    return read_limited(response, limit)
+                if not stream:
+                    response.read()
+                return response
+            except BaseException:
+                response.close()
+                raise
+
+        with deadline.active():
+            try:
+                return self._retry_policy.call(send_once, request)
+            except httpx.TransportError as exc:
+                if deadline.explains(exc):
+                    raise deadline.error(request) from exc
+                raise transport_error(exc, request, proxy=self._proxy_display()) from exc
+            except httpx.HTTPError as exc:  # e.g. DecodingError: the body is not its Content-Encoding
+                raise body_error(exc, request) from exc
 
     async def _asend(
-        self, client: httpx.AsyncClient, request: httpx.Request, *, auth: httpx.Auth | None, stream: bool = False
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        *,
+        auth: httpx.Auth | None,
+        stream: bool = False,
+        body_limit: int | None = None,
     ) -> httpx.Response:
-        async def send_once(request: httpx.Request) -> httpx.Response:
-            response = await client.send(request, auth=auth, stream=stream)
-            if stream and not response.is_success:
-                await response.aread()
-            return response
+        deadline = self._deadline()
 
-        try:
-            return await self._retry_policy.acall(send_once, request)
-        except httpx.TransportError as exc:
-            raise transport_error(exc, request, proxy=self._proxy_display()) from exc
-        except httpx.HTTPError as exc:
-            raise body_error(exc, request) from exc
+        async def send_once(request: httpx.Request) -> httpx.Response:
+            deadline.apply(request, client.timeout)
+            response = await client.send(request, auth=auth, stream=True)
+            bound_body(response, deadline)
+            try:
+                limit = _body_limit(response, body_limit)
+                if limit is not None:
+                    return await aread_limited(response, limit)
+                if not stream:
+                    await response.aread()
+                return response
+            except BaseException:
+                await response.aclose()
+                raise
+
+        with deadline.active(), anyio.move_on_after(deadline.remaining()):
+            try:
+                return await self._retry_policy.acall(send_once, request)
+            except httpx.TransportError as exc:
+                if deadline.explains(exc):
+                    raise deadline.error(request) from exc
+                raise transport_error(exc, request, proxy=self._proxy_display()) from exc
+            except httpx.HTTPError as exc:
+                raise body_error(exc, request) from exc
+        raise deadline.error(request)  # cancelled at the deadline, wherever the call was
 
     def _proxy_display(self) -> str | None:
         return self._connection.proxy_display if self._connection is not None else None
@@ -207,15 +273,31 @@ class PacklyHook(BaseHook):
         if self.shared_async_client:
             return await _SHARED_ASYNC_CLIENTS.get(connection, self._async_transport, context)
         loop = _running_loop()
+        created = None
         with self._lock:
+            stale = None
             if self._aclient is not None and self._aclient_loop is not loop:
                 # A client's pool belongs to the loop that opened it; that loop is gone or busy.
                 self.log.debug("Event loop changed since the async client was created; creating a new one.")
-                self._aclient = None
+                stale = (self._aclient, self._aclient_loop, self._aclient_closer)
+                self._aclient = self._aclient_closer = None
             if self._aclient is None:
-                self._aclient = httpx.AsyncClient(transport=self._async_transport, **_client_options(connection, context))
+                created = self._aclient = httpx.AsyncClient(
+                    transport=self._async_transport, **_client_options(connection, context)
+                )
                 self._aclient_loop = loop
-            return self._aclient
+            client = self._aclient
+        if stale is not None:
+            _close_elsewhere(*stale)
+        if created is not None:
+            # Closed when this loop shuts down its async generators (``asyncio.run`` does), so a
+            # hook used under several ``asyncio.run`` calls leaves no client open on a dead loop.
+            closer = _close_at_loop_shutdown({None: created})
+            await closer.__anext__()
+            with self._lock:
+                if self._aclient is created:
+                    self._aclient_closer = closer
+        return client
 
     def _warn_about_settings(self, connection: PacklyConnection) -> None:
         """Log, once per hook, a setting that works but weakens security (verification off)."""
@@ -239,12 +321,35 @@ class PacklyHook(BaseHook):
         await _SHARED_ASYNC_CLIENTS.aclose_for_running_loop()
 
     async def aclose(self) -> None:
-        """Close both clients (a shared async client stays open for the other hooks)."""
+        """Close both clients (a shared async client stays open for the other hooks).
+
+        An async client opened on another event loop is closed there if that loop still runs;
+        one whose loop has ended was closed when that loop shut down (``aget_client``).
+        """
         self.close()
         with self._lock:
-            aclient, self._aclient = self._aclient, None
-        if aclient is not None:
+            aclient, loop, closer = self._aclient, self._aclient_loop, self._aclient_closer
+            self._aclient = self._aclient_closer = None
+        if aclient is None:
+            return
+        if loop is not _running_loop():
+            _close_elsewhere(aclient, loop, closer)
+        elif closer is not None:
+            await closer.aclose()  # its ``finally`` closes the client
+        else:
             await aclient.aclose()
+
+    def _forget_clients_after_fork(self) -> None:
+        """In a forked child: drop (never close) the parent's clients; the next call opens new ones.
+
+        The child's copies of the parent's keep-alive sockets must not be used (both processes
+        would read and write one connection) nor shut down (that would cut the parent's). They
+        are only dropped: the child's copy of each descriptor is released when collected.
+        """
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._client = None
+        self._aclient = self._aclient_closer = None
+        self._aclient_loop = None
 
     def __enter__(self) -> PacklyHook:
         return self
@@ -287,6 +392,10 @@ class PacklyHook(BaseHook):
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Call ``endpoint`` (e.g. ``/v1/reseller/orders``) with a bearer token.
+
+        A successful answer's whole body is read into memory (an error body only up to
+        64 KiB): for large downloads use ``stream``, as the dieline operator does. The call,
+        retries and body included, ends by the connection's ``request_deadline``.
 
         :raises PacklyAPIError: Packly answered with a status that is not 2xx (after one
             token refresh if the answer was 401).
@@ -448,6 +557,27 @@ class PacklyHook(BaseHook):
         )
 
 
+def _body_limit(response: httpx.Response, limit: int | None) -> int | None:
+    """How much of ``response``'s body a send reads at once: an error body a bounded prefix
+    (``MAX_ERROR_BODY_BYTES``), a success ``limit`` bytes if given (token responses), else
+    ``None``: all of it (``request``) or none yet (``stream``)."""
+    return MAX_ERROR_BODY_BYTES if not response.is_success else limit
+
+
+def _close_elsewhere(
+    client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop | None, closer: AsyncIterator[None] | None
+) -> None:
+    """Close an async client that belongs to another event loop, without awaiting it here.
+
+    Awaiting it on this loop would fail (``Event loop is closed``) or touch another loop's
+    sockets. Still running (in another thread): closed there. Ended: ``asyncio.run`` already
+    closed it at that loop's shutdown; otherwise its sockets are left to the collector.
+    """
+    if client.is_closed or loop is None or loop.is_closed() or not loop.is_running():
+        return
+    asyncio.run_coroutine_threadsafe(closer.aclose() if closer is not None else client.aclose(), loop)
+
+
 class _SharedAsyncClients:
     """One ``AsyncClient`` per (event loop, connection settings, transport) for opted-in hooks.
 
@@ -481,6 +611,11 @@ class _SharedAsyncClients:
             client = clients[key] = httpx.AsyncClient(transport=transport, **_client_options(connection, context))
         return client
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's shared clients without closing them (see the hook)."""
+        self._lock = threading.Lock()
+        self._by_loop = weakref.WeakKeyDictionary()
+
     async def aclose_for_running_loop(self) -> None:
         with self._lock:
             entry = self._by_loop.pop(asyncio.get_running_loop(), None)
@@ -498,6 +633,24 @@ async def _close_at_loop_shutdown(clients: dict[Any, httpx.AsyncClient]) -> Asyn
 
 
 _SHARED_ASYNC_CLIENTS = _SharedAsyncClients()
+
+#: Every hook alive in this process (weakly: a hook is never kept alive by this), so that a
+#: forked child can drop the clients it inherited.
+_LIVE_HOOKS: weakref.WeakSet[PacklyHook] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """``os.fork()`` copies the clients' pools (their sockets are the parent's connections) and
+    any lock another thread held, but not the threads: start the child with none of them."""
+    global _ssl_lock
+    _ssl_lock = threading.Lock()
+    _SHARED_ASYNC_CLIENTS.forget_after_fork()
+    for hook in list(_LIVE_HOOKS):
+        hook._forget_clients_after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- shared rules (sync and async alike) --------------------------------------------------------

@@ -20,6 +20,9 @@ kind            what the client sees (httpx, over a real socket)
                 hangs up first): ``httpx.ReadTimeout`` for a shorter read timeout
 ``revoke``      the endpoint's response, unchanged; every outstanding token is revoked just
                 before its last body bytes are sent, so the next call gets a 401
+``trickle``     opt-in (not in the default kinds): the endpoint's status line and headers at
+                once, then its body one byte per ``trickle_seconds``, so that no read timeout
+                ever fires; only a client's overall deadline ends it
 ==============  ==========================================================================
 
 Which requests are eligible: the Packly API (``/v1/reseller/...``) and the sandbox's write
@@ -69,6 +72,8 @@ WRITES_PATH = "/_sandbox/v1/writes"
 
 #: Every fault kind, in the order ``--fault-kinds`` lists them.
 FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke")
+#: Kinds drawn only when asked for by name (they slow every client that meets them).
+OPT_IN_FAULT_KINDS: tuple[str, ...] = ("trickle",)
 #: The kinds that are a complete HTTP response (the only ones allowed on the token endpoint).
 STATUS_FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "429")
 #: How many :class:`FaultDecision` records ``SandboxState.fault_log`` keeps (the newest).
@@ -114,6 +119,7 @@ class FaultConfig:
       only (default all four).
     * ``slow_seconds``: how late a ``slow`` response is sent (default 2.0 s, meant to exceed
       the client's read timeout).
+    * ``trickle_seconds``: the pause between two bytes of a ``trickle`` response (default 0.05 s).
     * ``retry_after_seconds``: the ``Retry-After`` of 429s and of half the 503s, an integer
       number of seconds as on the wire (default 0, so a soak test stays fast).
     * ``retry_after_as_date``: send ``Retry-After`` as an HTTP-date (now + the seconds,
@@ -128,12 +134,13 @@ class FaultConfig:
     slow_seconds: float = 2.0
     retry_after_seconds: int = 0
     retry_after_as_date: bool = False
+    trickle_seconds: float = 0.05
     _weights: tuple[tuple[str, float], ...] = field(init=False, repr=False, compare=False)
     _token_weights: tuple[tuple[str, float], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Check every field, and store ``kinds`` and ``token_kinds`` as dicts."""
-        kinds = _normalise_kinds(self.kinds, FAULT_KINDS, "kinds")
+        kinds = _normalise_kinds(self.kinds, FAULT_KINDS + OPT_IN_FAULT_KINDS, "kinds")
         token_kinds = _normalise_kinds(self.token_kinds, STATUS_FAULT_KINDS, "token_kinds")
         for name, rate, weights in (
             ("rate", self.rate, kinds),
@@ -145,6 +152,8 @@ class FaultConfig:
                 raise ValueError(f"{name} is positive but no fault kind has a positive weight")
         if not math.isfinite(self.slow_seconds) or self.slow_seconds < 0:
             raise ValueError("slow_seconds must be finite and >= 0")
+        if not math.isfinite(self.trickle_seconds) or self.trickle_seconds < 0:
+            raise ValueError("trickle_seconds must be finite and >= 0")
         if (
             isinstance(self.retry_after_seconds, bool)
             or not isinstance(self.retry_after_seconds, int)
@@ -204,7 +213,7 @@ def parse_fault_kinds(text: str) -> dict[str, float]:
             raise ValueError(f"bad weight {weight!r} for fault kind {kind!r}") from None
     if not weights:
         raise ValueError("no fault kind given")
-    return _normalise_kinds(weights, FAULT_KINDS, "fault kinds")
+    return _normalise_kinds(weights, FAULT_KINDS + OPT_IN_FAULT_KINDS, "fault kinds")
 
 
 class FaultPicker:
@@ -413,6 +422,19 @@ async def _send_incomplete(send: Send, start: Message, body: bytes, sent: int) -
     _mark_deliberate_abort()
 
 
+async def _send_trickled(send: Send, receive: Receive, start: Message, body: bytes, every: float) -> None:
+    """Send ``start``, then ``body`` one byte per ``every`` seconds, until done or the client leaves."""
+    await send(start)
+    for index in range(len(body)):
+        last = index == len(body) - 1
+        await send({"type": "http.response.body", "body": body[index : index + 1], "more_body": not last})
+        if not last and await _client_left_within(receive, every):
+            _mark_deliberate_abort()
+            return
+    if not body:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 async def _client_left_within(receive: Receive, seconds: float) -> bool:
     """Wait up to ``seconds``; return whether the client disconnected meanwhile."""
     with anyio.move_on_after(seconds):
@@ -464,6 +486,8 @@ class FaultInjectionMiddleware:
             await _send_incomplete(send, start, body, 0)
         elif kind == "truncated":
             await _send_incomplete(send, start, body, len(body) // 2)
+        elif kind == "trickle":
+            await _send_trickled(send, receive, start, body, config.trickle_seconds)
         elif kind == "slow":
             if not await _client_left_within(receive, config.slow_seconds):
                 await send(start)

@@ -20,7 +20,8 @@ Both follow the same contract:
   apache/airflow#70398), only with ``GET`` (deferral is for waiting, never for changing state,
   apache/airflow#67945; the only POST ever sent is the OAuth2 token request), and the hook is
   closed before the event is yielded;
-* the loop sleeps with ``asyncio.sleep``; transient errors (network, 408/429/5xx) are logged and
+* the loop sleeps with ``asyncio.sleep``; the deadline also cancels a poll still in flight;
+  transient errors (network, 408/429/5xx) are logged and
   polling goes on until the deadline; permanent ones end with ``error``;
 * at most ``max_polls_in_flight`` polls run at once per triggerer event loop, so a triggerer
   with many waiting sensors queues its polls instead of overloading its connection pools and
@@ -33,6 +34,7 @@ import asyncio
 import weakref
 from typing import Any, AsyncIterator
 
+import anyio
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_packly.exceptions import PacklyError
@@ -172,8 +174,13 @@ class PacklyOrderStatusTrigger(BaseTrigger):
             async with self._make_hook() as hook:
                 while True:
                     try:
-                        async with _poll_slot(self.max_polls_in_flight):
-                            order = await hook.aget_order(self.order_id, limit=self.page_size)
+                        # The deadline bounds the poll in flight too (waiting for a slot included):
+                        # a stuck poll must neither overrun it nor keep holding a slot.
+                        with anyio.move_on_after(seconds_until(deadline)) as poll:
+                            async with _poll_slot(self.max_polls_in_flight):
+                                order = await hook.aget_order(self.order_id, limit=self.page_size)
+                        if poll.cancelled_caught:
+                            return self._timeout(last)
                     except PacklyError as exc:
                         if not is_transient(exc):
                             return self._event("error", str(exc), last, error=error_to_payload(exc))
