@@ -18,6 +18,7 @@ __all__ = [
     "PacklyConnectionConfigError",
     "PacklyError",
     "PacklyErrorItem",
+    "PacklyIncompleteBodyError",
     "PacklyTransportError",
 ]
 
@@ -31,6 +32,11 @@ class PacklyError(Exception):
 
 class PacklyTransportError(PacklyError):
     """Packly could not be reached, or stopped answering, before a response arrived."""
+
+
+class PacklyIncompleteBodyError(PacklyTransportError):
+    """An answer's body arrived incomplete although its framing looked whole (a gzip or
+    deflate stream that ended before its end); nothing of it is returned."""
 
 
 _TIMEOUT_PHASES = {"ConnectTimeout": "connect", "ReadTimeout": "read", "WriteTimeout": "write", "PoolTimeout": "pool"}

@@ -26,6 +26,8 @@ from typing import Awaitable, Callable
 import httpx
 import tenacity
 
+from airflow_provider_packly.exceptions import PacklyIncompleteBodyError
+
 __all__ = ["IDEMPOTENT_EXTENSION", "RetryPolicy", "attempts_made", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ RETRYABLE_STATUSES = frozenset({502, 503, 504})
 _STATUSES_WORTH_A_LOOK = RETRYABLE_STATUSES | {429}
 #: Failures after which the request was provably never sent.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: Failures of a request that may have reached Packly, retried only when it is idempotent. A
+#: body cut short (``PacklyIncompleteBodyError``, found once it is read) counts as one.
+TRANSPORT_FAILURES = (httpx.TransportError, PacklyIncompleteBodyError)
 #: Set on a request (``request.extensions``) to retry a POST as if it were idempotent.
 IDEMPOTENT_EXTENSION = "packly_idempotent"
 _ATTEMPTS_EXTENSION = "packly_attempts"
@@ -102,7 +107,7 @@ class RetryPolicy:
         if isinstance(outcome, BaseException):
             if isinstance(outcome, NOT_SENT_ERRORS):
                 return f"{type(outcome).__name__} (the request was not sent)"
-            if isinstance(outcome, httpx.TransportError) and idempotent:
+            if isinstance(outcome, TRANSPORT_FAILURES) and idempotent:
                 return type(outcome).__name__
             return None
         status = outcome.status_code
@@ -129,8 +134,8 @@ class RetryPolicy:
     def call(self, send_once: Callable[[httpx.Request], httpx.Response], request: httpx.Request) -> httpx.Response:
         """``send_once(request)``, retried by this policy."""
         try:
-            outcome: httpx.Response | httpx.TransportError = send_once(request)
-        except httpx.TransportError as exc:
+            outcome: httpx.Response | Exception = send_once(request)
+        except TRANSPORT_FAILURES as exc:
             outcome = exc
         else:
             if outcome.status_code not in _STATUSES_WORTH_A_LOOK:
@@ -144,8 +149,8 @@ class RetryPolicy:
     ) -> httpx.Response:
         """``call`` for coroutines."""
         try:
-            outcome: httpx.Response | httpx.TransportError = await send_once(request)
-        except httpx.TransportError as exc:
+            outcome: httpx.Response | Exception = await send_once(request)
+        except TRANSPORT_FAILURES as exc:
             outcome = exc
         else:
             if outcome.status_code not in _STATUSES_WORTH_A_LOOK:
@@ -201,14 +206,14 @@ class RetryPolicy:
         )
 
 
-def _unwrap(outcome: httpx.Response | httpx.TransportError) -> httpx.Response:
-    if isinstance(outcome, httpx.TransportError):
+def _unwrap(outcome: httpx.Response | Exception) -> httpx.Response:
+    if isinstance(outcome, Exception):
         raise outcome
     return outcome
 
 
 def _replay_first(
-    first: httpx.Response | httpx.TransportError, send_once: Callable[[httpx.Request], httpx.Response]
+    first: httpx.Response | Exception, send_once: Callable[[httpx.Request], httpx.Response]
 ) -> Callable[[httpx.Request], httpx.Response]:
     """Tenacity's attempt 1 is the outcome already in hand; later attempts really send."""
     pending = [first]
@@ -220,7 +225,7 @@ def _replay_first(
 
 
 def _areplay_first(
-    first: httpx.Response | httpx.TransportError, send_once: Callable[[httpx.Request], Awaitable[httpx.Response]]
+    first: httpx.Response | Exception, send_once: Callable[[httpx.Request], Awaitable[httpx.Response]]
 ) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
     pending = [first]
 

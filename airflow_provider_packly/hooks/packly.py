@@ -21,6 +21,7 @@ import httpx
 from airflow.sdk import BaseHook
 
 from airflow_provider_packly.auth import TOKEN_CACHE, AccessToken, PacklyBearerAuth, TokenCache, TokenSource
+from airflow_provider_packly.compressed import acheck_compressed_end, check_compressed_end
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError, read_error_body, transport_error
 from airflow_provider_packly.retries import RetryPolicy, attempts_made
@@ -165,7 +166,7 @@ class PacklyHook(BaseHook):
         self._token_source(connection)
         with self._lock:
             if self._client is None:
-                self._client = httpx.Client(transport=self._transport, **_client_options(connection, _ssl_context()))
+                self._client = httpx.Client(transport=self._transport, **_client_options(connection, _ssl_context(), sync=True))
             return self._client
 
     async def aget_client(self) -> httpx.AsyncClient:
@@ -185,7 +186,7 @@ class PacklyHook(BaseHook):
                 self.log.debug("Event loop changed since the async client was created; creating a new one.")
                 self._aclient = None
             if self._aclient is None:
-                self._aclient = httpx.AsyncClient(transport=self._async_transport, **_client_options(connection, context))
+                self._aclient = httpx.AsyncClient(transport=self._async_transport, **_client_options(connection, context, sync=False))
                 self._aclient_loop = loop
             return self._aclient
 
@@ -425,7 +426,7 @@ class _SharedAsyncClients:
         key = (connection, transport)
         client = clients.get(key)
         if client is None or client.is_closed:
-            client = clients[key] = httpx.AsyncClient(transport=transport, **_client_options(connection, context))
+            client = clients[key] = httpx.AsyncClient(transport=transport, **_client_options(connection, context, sync=False))
         return client
 
     async def aclose_for_running_loop(self) -> None:
@@ -486,8 +487,10 @@ async def _assl_context() -> ssl.SSLContext:
     return await anyio.to_thread.run_sync(_ssl_context)
 
 
-def _client_options(connection: PacklyConnection, context: ssl.SSLContext) -> dict[str, Any]:
+def _client_options(connection: PacklyConnection, context: ssl.SSLContext, *, sync: bool) -> dict[str, Any]:
     return {
+        # A gzip/deflate body cut short but re-framed is an error, not a shorter success.
+        "event_hooks": {"response": [check_compressed_end if sync else acheck_compressed_end]},
         "base_url": connection.base_url,
         "verify": context,
         "timeout": httpx.Timeout(**connection.phase_timeouts()),
