@@ -28,7 +28,7 @@ import tenacity
 
 from airflow_provider_packly.exceptions import PacklyIncompleteBodyError
 
-__all__ = ["IDEMPOTENT_EXTENSION", "RetryPolicy", "attempts_made", "parse_retry_after"]
+__all__ = ["IDEMPOTENT_EXTENSION", "SINGLE_ATTEMPT_EXTENSION", "RetryPolicy", "attempts_made", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 TRANSPORT_FAILURES = (httpx.TransportError, PacklyIncompleteBodyError)
 #: Set on a request (``request.extensions``) to retry a POST as if it were idempotent.
 IDEMPOTENT_EXTENSION = "packly_idempotent"
+#: Set on a request to send it once whatever happens (an early token refresh: the valid token
+#: is used meanwhile and the refresh is tried again later, so retrying now only adds waiting).
+SINGLE_ATTEMPT_EXTENSION = "packly_single_attempt"
 _ATTEMPTS_EXTENSION = "packly_attempts"
 
 _jitter = random.Random()
@@ -103,6 +106,8 @@ class RetryPolicy:
 
     def reason(self, request: httpx.Request, outcome: httpx.Response | BaseException) -> str | None:
         """Why this outcome of ``request`` may be retried, or ``None`` if it must not be."""
+        if request.extensions.get(SINGLE_ATTEMPT_EXTENSION):
+            return None
         idempotent = request.method in IDEMPOTENT_METHODS or bool(request.extensions.get(IDEMPOTENT_EXTENSION))
         if isinstance(outcome, BaseException):
             if isinstance(outcome, NOT_SENT_ERRORS):
