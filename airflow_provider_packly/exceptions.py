@@ -43,17 +43,33 @@ _TIMEOUT_PHASES = {"ConnectTimeout": "connect", "ReadTimeout": "read", "WriteTim
 
 
 def transport_error(exc: Exception, request: Any) -> PacklyTransportError:
-    """Describe an ``httpx.TransportError`` for ``request`` (its URL holds no secret)."""
+    """Describe an ``httpx.TransportError`` for ``request`` (its URL holds no secret).
+
+    A write the retry policy did not resend because it may have reached Packly (it marks the
+    request ``packly_not_resent``) is described as possibly applied: blaming reachability
+    would invite a resend that applies it twice.
+    """
     url = f"{request.method} {request.url}"
     attempts = int(request.extensions.get("packly_attempts", 1))
     tries = f" after {attempts} attempts" if attempts > 1 else ""
+    not_resent = bool(request.extensions.get("packly_not_resent"))
+    applied = (
+        f"The {request.method} may have been applied by Packly, so it was not resent; check in Packly "
+        "whether it took effect before sending it again."
+    )
     phase = _TIMEOUT_PHASES.get(type(exc).__name__)
     if phase:
         seconds = (request.extensions.get("timeout") or {}).get(phase)
         limit = f" within the {seconds:g} s {phase} timeout" if isinstance(seconds, (int, float)) else ""
-        return PacklyTransportError(
+        what = (
             f"{url} got no {'connection' if phase in ('connect', 'pool') else 'answer'}{limit}{tries} "
-            f"({type(exc).__name__}); raise the connection's {phase}_timeout or timeout, or retry later."
+            f"({type(exc).__name__}); raise the connection's {phase}_timeout or timeout"
+        )
+        return PacklyTransportError(f"{what}. {applied}" if not_resent else f"{what}, or retry later.")
+    if not_resent:
+        return PacklyTransportError(
+            f"{url} lost its connection once the request had been sent{tries} "
+            f"({type(exc).__name__}: {exc or 'no detail'}). {applied}"
         )
     return PacklyTransportError(
         f"{url} failed before Packly answered{tries} ({type(exc).__name__}: {exc or 'no detail'}); check the "

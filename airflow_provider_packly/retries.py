@@ -28,7 +28,16 @@ import tenacity
 
 from airflow_provider_packly.exceptions import PacklyIncompleteBodyError
 
-__all__ = ["IDEMPOTENT_EXTENSION", "SINGLE_ATTEMPT_EXTENSION", "RetryPolicy", "attempts_made", "parse_retry_after"]
+__all__ = [
+    "IDEMPOTENT_EXTENSION",
+    "NOT_RESENT_EXTENSION",
+    "SINGLE_ATTEMPT_EXTENSION",
+    "is_idempotent",
+    "may_have_been_applied",
+    "RetryPolicy",
+    "attempts_made",
+    "parse_retry_after",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,10 @@ NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 TRANSPORT_FAILURES = (httpx.TransportError, PacklyIncompleteBodyError)
 #: Set on a request (``request.extensions``) to retry a POST as if it were idempotent.
 IDEMPOTENT_EXTENSION = "packly_idempotent"
+#: Set by the policy on a request it did not resend because it may have reached Packly and is
+#: not idempotent (a POST whose connection failed once it was sent): ``transport_error`` then
+#: says the write may have been applied, instead of blaming reachability.
+NOT_RESENT_EXTENSION = "packly_not_resent"
 #: Set on a request to send it once whatever happens (an early token refresh: the valid token
 #: is used meanwhile and the refresh is tried again later, so retrying now only adds waiting).
 SINGLE_ATTEMPT_EXTENSION = "packly_single_attempt"
@@ -77,6 +90,21 @@ def attempts_made(request_or_response: httpx.Request | httpx.Response) -> int:
     return int(request_or_response.extensions.get(_ATTEMPTS_EXTENSION, 1))
 
 
+def is_idempotent(request: httpx.Request) -> bool:
+    """Whether sending ``request`` twice does no more than sending it once."""
+    return request.method in IDEMPOTENT_METHODS or bool(request.extensions.get(IDEMPOTENT_EXTENSION))
+
+
+def may_have_been_applied(request: httpx.Request, failure: BaseException) -> bool:
+    """A write that failed once it may have reached Packly: never resent, and said so."""
+    return isinstance(failure, TRANSPORT_FAILURES) and not isinstance(failure, NOT_SENT_ERRORS) and not is_idempotent(request)
+
+
+def _note_not_resent(request: httpx.Request, outcome: httpx.Response | BaseException) -> None:
+    if isinstance(outcome, BaseException) and may_have_been_applied(request, outcome):
+        request.extensions[NOT_RESENT_EXTENSION] = True
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded by attempts and by total time; exponential backoff with full jitter.
@@ -108,7 +136,7 @@ class RetryPolicy:
         """Why this outcome of ``request`` may be retried, or ``None`` if it must not be."""
         if request.extensions.get(SINGLE_ATTEMPT_EXTENSION):
             return None
-        idempotent = request.method in IDEMPOTENT_METHODS or bool(request.extensions.get(IDEMPOTENT_EXTENSION))
+        idempotent = is_idempotent(request)
         if isinstance(outcome, BaseException):
             if isinstance(outcome, NOT_SENT_ERRORS):
                 return f"{type(outcome).__name__} (the request was not sent)"
@@ -146,6 +174,7 @@ class RetryPolicy:
             if outcome.status_code not in _STATUSES_WORTH_A_LOOK:
                 return outcome  # the usual case, decided without building anything
         if self.reason(request, outcome) is None:
+            _note_not_resent(request, outcome)
             return _unwrap(outcome)
         return self.retrying()(_replay_first(outcome, send_once), request)
 
@@ -161,6 +190,7 @@ class RetryPolicy:
             if outcome.status_code not in _STATUSES_WORTH_A_LOOK:
                 return outcome
         if self.reason(request, outcome) is None:
+            _note_not_resent(request, outcome)
             return _unwrap(outcome)
         return await self.aretrying()(_areplay_first(outcome, send_once), request)
 
@@ -192,7 +222,11 @@ class RetryPolicy:
     def _should_retry(self, state: tenacity.RetryCallState) -> bool:
         request: httpx.Request = state.args[0]
         request.extensions[_ATTEMPTS_EXTENSION] = state.attempt_number
-        return self.reason(request, self._outcome(state)) is not None
+        outcome = self._outcome(state)
+        if self.reason(request, outcome) is None:
+            _note_not_resent(request, outcome)
+            return False
+        return True
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         return self.wait_seconds(state.attempt_number, self._outcome(state))
