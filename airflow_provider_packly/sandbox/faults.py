@@ -20,6 +20,11 @@ kind            what the client sees (httpx, over a real socket)
                 hangs up first): ``httpx.ReadTimeout`` for a shorter read timeout
 ``revoke``      the endpoint's response, unchanged; every outstanding token is revoked just
                 before its last body bytes are sent, so the next call gets a 401
+``truncated-    the endpoint's status line and headers with its body gzipped (if it was not
+gzip``          already) and its last tenth (at least the 8-byte trailer) cut off, sent
+                complete with a ``Content-Length`` that matches what is sent, as a proxy
+                that lost the tail and re-framed the rest would: the HTTP framing is whole,
+                only the gzip stream is not (httpx alone decodes it as a shorter success)
 ==============  ==========================================================================
 
 Which requests are eligible: the Packly API (``/v1/reseller/...``) and the sandbox's write
@@ -42,6 +47,7 @@ before the token endpoint runs: no token is issued.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import random
@@ -68,7 +74,7 @@ API_PREFIX = "/v1/reseller/"
 WRITES_PATH = "/_sandbox/v1/writes"
 
 #: Every fault kind, in the order ``--fault-kinds`` lists them.
-FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke")
+FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke", "truncated-gzip")
 #: The kinds that are a complete HTTP response (the only ones allowed on the token endpoint).
 STATUS_FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "429")
 #: How many :class:`FaultDecision` records ``SandboxState.fault_log`` keeps (the newest).
@@ -413,6 +419,19 @@ async def _send_incomplete(send: Send, start: Message, body: bytes, sent: int) -
     _mark_deliberate_abort()
 
 
+async def _send_cut_gzip(send: Send, start: Message, body: bytes) -> None:
+    """Send ``body`` gzipped with its tail (the trailer at least) cut off, framed as complete."""
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    if not any(k.lower() == b"content-encoding" and v.strip().lower() == b"gzip" for k, v in headers):
+        headers = [(k, v) for k, v in headers if k.lower() != b"content-encoding"]
+        headers.append((b"content-encoding", b"gzip"))
+        body = gzip.compress(body, mtime=0)
+    cut = body[: max(1, len(body) - max(9, len(body) // 10))]
+    headers.append((b"content-length", str(len(cut)).encode("ascii")))
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": cut, "more_body": False})
+
+
 async def _client_left_within(receive: Receive, seconds: float) -> bool:
     """Wait up to ``seconds``; return whether the client disconnected meanwhile."""
     with anyio.move_on_after(seconds):
@@ -464,6 +483,8 @@ class FaultInjectionMiddleware:
             await _send_incomplete(send, start, body, 0)
         elif kind == "truncated":
             await _send_incomplete(send, start, body, len(body) // 2)
+        elif kind == "truncated-gzip":
+            await _send_cut_gzip(send, start, body)
         elif kind == "slow":
             if not await _client_left_within(receive, config.slow_seconds):
                 await send(start)
