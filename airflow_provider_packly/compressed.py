@@ -27,6 +27,7 @@ from airflow_provider_packly.exceptions import PacklyIncompleteBodyError
 __all__ = ["CompressedEndCheck", "acheck_compressed_end", "check_compressed_end"]
 
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
+_STEP_BYTES = 64 * 1024
 
 
 class CompressedEndCheck:
@@ -60,7 +61,12 @@ class CompressedEndCheck:
             return
         self.received += len(chunk)
         try:
-            self._decompressor.decompress(chunk)
+            data = chunk
+            while data and not self._decompressor.eof:
+                # Bounded output per step: a small chunk of a highly compressed body never
+                # expands in memory here (the decoded bytes are only counted, not kept).
+                self._decompressor.decompress(data, _STEP_BYTES)
+                data = self._decompressor.unconsumed_tail
         except zlib.error:
             if self.coding == "deflate" and self._first:
                 # As httpx does: "deflate" is meant as zlib-wrapped, but is often raw deflate.

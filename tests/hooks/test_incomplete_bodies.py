@@ -213,3 +213,20 @@ def test_raw_server_sends_exactly_what_it_is_given():
             with client.stream("GET", server.base_url + "/x") as response:
                 raw = b"".join(response.iter_raw())
     assert int(response.headers["content-length"]) == len(raw) == len(gzip.compress(PDF, mtime=0)) // 2
+
+
+def test_the_check_itself_never_holds_a_decompressed_body_in_memory():
+    import tracemalloc
+
+    from airflow_provider_packly.compressed import CompressedEndCheck
+
+    bomb = gzip.compress(bytes(50_000_000), mtime=0)  # 50 MB of zeros in about 50 KB
+    check = CompressedEndCheck("gzip", "GET /v1/x")
+    tracemalloc.start()
+    try:
+        check.feed(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    check.finish()  # complete: no error
+    assert peak < 1_000_000
