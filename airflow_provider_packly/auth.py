@@ -267,10 +267,12 @@ class TokenCache:
     Tokens live only in memory: never on disk, in XCom or in the metadata DB.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, refresh_backoff: float = REFRESH_BACKOFF_SECONDS) -> None:
-        """:param refresh_backoff: the first wait after a failed early refresh (see ``refresh_backoff``)."""
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, refresh_backoff_seconds: float = REFRESH_BACKOFF_SECONDS
+    ) -> None:
+        """:param refresh_backoff_seconds: the first wait after a failed early refresh (``refresh_backoff``)."""
         self._clock = clock
-        self._refresh_backoff = refresh_backoff
+        self._refresh_backoff = refresh_backoff_seconds
         self._lock = threading.Lock()
         self._slots: dict[Hashable, _Slot] = {}
 
