@@ -6,7 +6,9 @@ Everything about a token's life is in this module, in three layers:
   no I/O, shared by the sync and async paths, unit-tested without a network;
 * ``TokenCache``: one cache per process, keyed by (token URL, client ID, scope, secret digest),
   with single-flight fetching: N concurrent callers, threads or coroutines on any event loop,
-  cause one token request and all get its result, including its failure. The guard is a
+  cause one token request and all get its result, including its failure. A refresh that fails
+  while the cached token is still valid does not fail anyone: the token stays in use, a
+  warning says so, and one caller tries again after a back-off. The guard is a
   ``threading.Lock`` held only to read or swap a slot (never across I/O) and a
   ``concurrent.futures.Future`` for the fetch in flight, which both threads and event loops
   can wait on; no asyncio primitive is shared between loops;
@@ -21,6 +23,7 @@ import asyncio
 import base64
 import concurrent.futures
 import json
+import logging
 import math
 import os
 import threading
@@ -36,12 +39,13 @@ from airflow_provider_packly.connection import DEFAULT_RETRY_MAX_SECONDS, DEFAUL
 from airflow_provider_packly.exceptions import (
     REDACT_EXTENSION,
     PacklyAuthError,
+    PacklyError,
     PacklyTransportError,
     Redactor,
     read_error_body,
 )
 from airflow_provider_packly.limits import current_deadline
-from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, attempts_made
+from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, SINGLE_ATTEMPT_EXTENSION, attempts_made
 
 __all__ = [
     "AccessToken",
@@ -51,7 +55,10 @@ __all__ = [
     "TokenSource",
     "build_token_request",
     "parse_token_response",
+    "refresh_backoff",
 ]
+
+log = logging.getLogger(__name__)
 
 _FORM_CONTENT_TYPE = "application/x-www-form-urlencoded;charset=UTF-8"
 #: A token response is a few hundred bytes; a much larger one is not from a token endpoint.
@@ -283,6 +290,10 @@ def _flight_wait_timeout(seconds: float) -> PacklyTransportError:
 class _Slot:
     token: AccessToken | None = None
     flight: concurrent.futures.Future[AccessToken] | None = None
+    #: After a failed early refresh: no new attempt before this time (the valid token is used).
+    retry_at: float = -math.inf
+    #: Early refreshes of ``token`` that failed in a row.
+    failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -292,6 +303,22 @@ class _Claim:
     token: AccessToken | None = None
     flight: concurrent.futures.Future[AccessToken] | None = None
     lead: bool = False
+    #: For a leader: the cached token, still valid, to fall back on if the refresh fails.
+    fallback: AccessToken | None = None
+
+
+#: The first wait after a failed early refresh, in seconds; it doubles with each failure.
+REFRESH_BACKOFF_SECONDS = 5.0
+
+
+def refresh_backoff(failures: int, seconds_left: float, base: float = REFRESH_BACKOFF_SECONDS) -> float:
+    """How long to keep using a valid token before trying to refresh it again.
+
+    ``base`` doubled per failure in a row, but at most half the token's remaining life, so that
+    another attempt comes before it expires; never less than ``min(base, 1)`` second.
+    """
+    wait = min(base * 2 ** (failures - 1), seconds_left / 2)
+    return max(wait, min(base, 1.0))
 
 
 class TokenCache:
@@ -300,8 +327,12 @@ class TokenCache:
     Tokens live only in memory: never on disk, in XCom or in the metadata DB.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, refresh_backoff_seconds: float = REFRESH_BACKOFF_SECONDS
+    ) -> None:
+        """:param refresh_backoff_seconds: the first wait after a failed early refresh (``refresh_backoff``)."""
         self._clock = clock
+        self._refresh_backoff = refresh_backoff_seconds
         self._lock = threading.Lock()
         self._slots: dict[Hashable, _Slot] = {}
         _CACHES.add(self)
@@ -338,12 +369,14 @@ class TokenCache:
             token = slot.token
             if token is not None and not token.needs_refresh(now):
                 return _Claim(token=token)
+            valid = token if token is not None and not token.is_expired(now) else None
+            if valid is not None and (slot.flight is not None or now < slot.retry_at):
+                # Inside the refresh margin, a refresh in flight or backing off: keep using it.
+                return _Claim(token=valid)
             if slot.flight is not None:
-                if token is not None and not token.is_expired(now):
-                    return _Claim(token=token)  # inside the refresh margin: keep using it meanwhile
                 return _Claim(flight=slot.flight)
             slot.flight = concurrent.futures.Future()
-            return _Claim(flight=slot.flight, lead=True)
+            return _Claim(flight=slot.flight, lead=True, fallback=valid)
 
     def _settle(self, key: Hashable, flight: concurrent.futures.Future[AccessToken], outcome: AccessToken | BaseException) -> None:
         with self._lock:
@@ -352,10 +385,42 @@ class TokenCache:
                 slot.flight = None
             if isinstance(outcome, AccessToken):
                 slot.token = outcome
+                slot.failures, slot.retry_at = 0, -math.inf
         if isinstance(outcome, AccessToken):
             flight.set_result(outcome)
         else:
             flight.set_exception(outcome)
+
+    def _fall_back(
+        self, key: Hashable, flight: concurrent.futures.Future[AccessToken], fallback: AccessToken, error: Exception, name: str
+    ) -> bool:
+        """After a failed early refresh: keep ``fallback`` if it is still valid, and back off.
+
+        Returns whether it was kept (else the caller settles the flight with ``error``).
+        """
+        now = self._clock()
+        with self._lock:
+            slot = self._slots.setdefault(key, _Slot())
+            if fallback.is_expired(now) or slot.token is not fallback:
+                return False
+            if slot.flight is flight:
+                slot.flight = None
+            slot.failures += 1
+            left = fallback.expires_at - now
+            wait = refresh_backoff(slot.failures, left, self._refresh_backoff)
+            slot.retry_at = now + wait
+        flight.set_result(fallback)
+        # Never the token: a PacklyError's text holds no secret; of anything else, only its type.
+        reason = str(error) if isinstance(error, PacklyError) else type(error).__name__
+        log.warning(
+            "Refreshing %s failed; the current token is still valid for %.0f s and stays in use "
+            "(next refresh attempt in %.0f s). %s",
+            name,
+            left,
+            wait,
+            reason,
+        )
+        return True
 
     def _fresh(self, key: Hashable) -> AccessToken | None:
         """The cached token if it is not yet due for refresh; lock-free (the usual case).
@@ -369,9 +434,19 @@ class TokenCache:
         return None
 
     def get(
-        self, key: Hashable, fetch: Callable[[], AccessToken], *, wait_seconds: float = DEFAULT_FLIGHT_WAIT_SECONDS
+        self,
+        key: Hashable,
+        fetch: Callable[[], AccessToken],
+        *,
+        refresh: Callable[[], AccessToken] | None = None,
+        name: str = "the Packly access token",
+        wait_seconds: float = DEFAULT_FLIGHT_WAIT_SECONDS,
     ) -> AccessToken:
         """The cached token, or one fetched by exactly one of the callers that need it.
+
+        ``refresh`` (default ``fetch``) is used instead while the cached token is still valid
+        (an early refresh); if it fails, the valid token is returned and ``name`` is what the
+        warning calls it.
 
         A caller waits at most ``wait_seconds`` for another caller's fetch, then raises
         ``PacklyTransportError`` (the fetch is bounded by its own deadline; this bound is the
@@ -387,6 +462,8 @@ class TokenCache:
                 return claim.token
             assert claim.flight is not None
             if claim.lead:
+                if claim.fallback is not None:
+                    return self._lead(key, claim.flight, refresh or fetch, claim.fallback, name)
                 return self._lead(key, claim.flight, fetch)
             try:
                 return claim.flight.result(timeout=max(0.0, give_up_at - time.monotonic()))
@@ -400,6 +477,8 @@ class TokenCache:
         key: Hashable,
         fetch: Callable[[], Awaitable[AccessToken]],
         *,
+        refresh: Callable[[], Awaitable[AccessToken]] | None = None,
+        name: str = "the Packly access token",
         wait_seconds: float = DEFAULT_FLIGHT_WAIT_SECONDS,
     ) -> AccessToken:
         """``get`` for coroutines: waits without blocking the event loop."""
@@ -415,6 +494,8 @@ class TokenCache:
                 return claim.token
             assert claim.flight is not None
             if claim.lead:
+                if claim.fallback is not None:
+                    return await self._alead(key, claim.flight, refresh or fetch, claim.fallback, name)
                 return await self._alead(key, claim.flight, fetch)
             with anyio.move_on_after(give_up_at - time.monotonic()):
                 try:
@@ -423,10 +504,19 @@ class TokenCache:
                     continue
             raise _flight_wait_timeout(wait_seconds)
 
-    def _lead(self, key: Hashable, flight: concurrent.futures.Future[AccessToken], fetch: Callable[[], AccessToken]) -> AccessToken:
+    def _lead(
+        self,
+        key: Hashable,
+        flight: concurrent.futures.Future[AccessToken],
+        fetch: Callable[[], AccessToken],
+        fallback: AccessToken | None = None,
+        name: str = "",
+    ) -> AccessToken:
         try:
             token = fetch()
         except Exception as exc:
+            if fallback is not None and self._fall_back(key, flight, fallback, exc, name):
+                return fallback
             self._settle(key, flight, exc)
             raise
         except BaseException:
@@ -436,11 +526,18 @@ class TokenCache:
         return token
 
     async def _alead(
-        self, key: Hashable, flight: concurrent.futures.Future[AccessToken], fetch: Callable[[], Awaitable[AccessToken]]
+        self,
+        key: Hashable,
+        flight: concurrent.futures.Future[AccessToken],
+        fetch: Callable[[], Awaitable[AccessToken]],
+        fallback: AccessToken | None = None,
+        name: str = "",
     ) -> AccessToken:
         try:
             token = await fetch()
         except Exception as exc:
+            if fallback is not None and self._fall_back(key, flight, fallback, exc, name):
+                return fallback
             self._settle(key, flight, exc)
             raise
         except BaseException:  # cancelled: let a waiter take over rather than fail them all
@@ -530,10 +627,14 @@ class TokenSource:
         self.redactor = connection_redactor(connection)
 
     def get(self) -> AccessToken:
-        return self._cache.get(self.key, self.fetch_uncached, wait_seconds=self._wait_seconds())
+        return self._cache.get(
+            self.key, self.fetch_uncached, refresh=self._refresh, name=self._name, wait_seconds=self._wait_seconds()
+        )
 
     async def aget(self) -> AccessToken:
-        return await self._cache.aget(self.key, self.afetch_uncached, wait_seconds=self._wait_seconds())
+        return await self._cache.aget(
+            self.key, self.afetch_uncached, refresh=self._arefresh, name=self._name, wait_seconds=self._wait_seconds()
+        )
 
     def _wait_seconds(self) -> float:
         """How long to wait for another caller's fetch: what is left of the call needing the
@@ -541,24 +642,46 @@ class TokenSource:
         deadline = current_deadline()
         return deadline.remaining() if deadline is not None else self.connection.request_deadline()
 
+    @property
+    def _name(self) -> str:
+        return f"the Packly access token of client ID {self.connection.client_id!r} ({self.connection.token_url})"
+
+    def _refresh(self) -> AccessToken:
+        """An early refresh: one attempt, no retries; the cache falls back on the valid token."""
+        return self.fetch_uncached(single_attempt=True)
+
+    async def _arefresh(self) -> AccessToken:
+        return await self.afetch_uncached(single_attempt=True)
+
     def invalidate(self, stale: AccessToken) -> None:
         self._cache.invalidate(self.key, stale)
 
-    def fetch_uncached(self) -> AccessToken:
-        """A new token straight from Packly, bypassing the cache (connection tests)."""
+    def fetch_uncached(self, *, single_attempt: bool = False) -> AccessToken:
+        """A new token straight from Packly, bypassing the cache (connection tests).
+
+        ``single_attempt``: send the token request once, without the retry policy's retries.
+        """
         sent_at = self._clock()
-        token = parse_token_response(self.connection, self._send(build_token_request(self.connection)), sent_at)
+        token = parse_token_response(self.connection, self._send(_token_request(self.connection, single_attempt)), sent_at)
         if self._on_new_token is not None:
             self._on_new_token(token)
         return token
 
-    async def afetch_uncached(self) -> AccessToken:
+    async def afetch_uncached(self, *, single_attempt: bool = False) -> AccessToken:
         """``fetch_uncached`` for coroutines."""
         sent_at = self._clock()
-        token = parse_token_response(self.connection, await self._asend(build_token_request(self.connection)), sent_at)
+        request = _token_request(self.connection, single_attempt)
+        token = parse_token_response(self.connection, await self._asend(request), sent_at)
         if self._aon_new_token is not None:
             await self._aon_new_token(token)
         return token
+
+
+def _token_request(connection: PacklyConnection, single_attempt: bool) -> httpx.Request:
+    request = build_token_request(connection)
+    if single_attempt:
+        request.extensions[SINGLE_ATTEMPT_EXTENSION] = True
+    return request
 
 
 class PacklyBearerAuth(httpx.Auth):

@@ -22,6 +22,7 @@ __all__ = [
     "PacklyConnectionConfigError",
     "PacklyError",
     "PacklyErrorItem",
+    "PacklyIncompleteBodyError",
     "PacklyTransportError",
     "REDACT_EXTENSION",
     "Redactor",
@@ -135,6 +136,11 @@ def _credential(authorization: str | None) -> tuple[str, ...]:
     return (credential.strip(),) if credential.strip() else ()
 
 
+class PacklyIncompleteBodyError(PacklyTransportError):
+    """An answer's body arrived incomplete although its framing looked whole (a gzip or
+    deflate stream that ended before its end); nothing of it is returned."""
+
+
 _TIMEOUT_PHASES = {"ConnectTimeout": "connect", "ReadTimeout": "read", "WriteTimeout": "write", "PoolTimeout": "pool"}
 
 
@@ -185,6 +191,10 @@ def transport_error(exc: Exception, request: Any, *, proxy: str | None = None) -
 
     ``proxy`` is the proxy as it may be shown (``PacklyConnection.proxy_display``: no
     credentials), named so the reader knows where the call went.
+
+    A write the retry policy did not resend because it may have reached Packly (it marks the
+    request ``packly_not_resent``) is described as possibly applied: blaming reachability
+    would invite a resend that applies it twice.
     """
     url = f"{request.method} {request.url}"
     attempts = int(request.extensions.get("packly_attempts", 1))
@@ -193,13 +203,24 @@ def transport_error(exc: Exception, request: Any, *, proxy: str | None = None) -
     tls = _tls_problem(exc)
     if tls is not None:
         return PacklyTransportError(f"{url} failed{via}{tries}: {tls[0]}; {tls[1]}.")
+    not_resent = bool(request.extensions.get("packly_not_resent"))
+    applied = (
+        f"The {request.method} may have been applied by Packly, so it was not resent; check in Packly "
+        "whether it took effect before sending it again."
+    )
     phase = _TIMEOUT_PHASES.get(type(exc).__name__)
     if phase:
         seconds = (request.extensions.get("timeout") or {}).get(phase)
         limit = f" within the {seconds:g} s {phase} timeout" if isinstance(seconds, (int, float)) else ""
-        return PacklyTransportError(
+        what = (
             f"{url} got no {'connection' if phase in ('connect', 'pool') else 'answer'}{limit}{tries} "
-            f"({type(exc).__name__}); raise the connection's {phase}_timeout or timeout, or retry later."
+            f"({type(exc).__name__}); raise the connection's {phase}_timeout or timeout"
+        )
+        return PacklyTransportError(f"{what}. {applied}" if not_resent else f"{what}, or retry later.")
+    if not_resent:
+        return PacklyTransportError(
+            f"{url} lost its connection once the request had been sent{tries} "
+            f"({_exception_text(exc, request)}). {applied}"
         )
     check = "Base URL, its HTTP(S) proxy (gateway_url)" if proxy else "Base URL"
     hint = ""

@@ -227,15 +227,23 @@ def read_orders_page(document: Any) -> list[dict[str, Any]]:
     return orders
 
 
-def is_last_page(orders: Sequence[Any], limit: int) -> bool:
-    """A page shorter than ``limit`` is the last; Packly sends no total or next link."""
-    return len(orders) < limit
+def is_last_page(orders: Sequence[Any], limit: int | None = None) -> bool:
+    """An empty page is the last; Packly sends no total or next link.
+
+    A page shorter than ``limit`` is not: Packly documents no maximum for ``limit``, and a
+    server that caps it (20 orders when 50 were asked for) would otherwise end the listing
+    after its first page. ``limit`` is accepted for compatibility and not used.
+    """
+    return not orders
 
 
 class OrderPager:
     """Where paging through ``/v1/reseller/orders`` stands: the sync and async loops share it.
 
-    Stops after a short page, and refuses to loop forever if Packly ignores ``page``.
+    Stops at an empty page, or at a page with the same orders as the one before (a server
+    that ignores ``page`` answers page 0 again): that page is not returned a second time.
+    Costs one more request than "a short page is the last", and is right whatever page
+    size the server really uses.
     """
 
     def __init__(self, *, limit: int = 50, sort: str = "desc") -> None:
@@ -252,13 +260,10 @@ class OrderPager:
     def accept(self, document: Any) -> list[dict[str, Any]]:
         orders = read_orders_page(document)
         ids = [order.get("id") if isinstance(order, Mapping) else None for order in orders]
-        if orders and ids == self._previous_ids:
-            raise PacklyError(
-                f"Packly returned the same orders for page {self.page} as for page {self.page - 1}; "
-                "it seems to ignore the page parameter, so paging stopped."
-            )
+        if is_last_page(orders) or ids == self._previous_ids:
+            self.done = True
+            return []
         self._previous_ids = ids
-        self.done = is_last_page(orders, self.limit)
         self.page += 1
         return orders
 

@@ -27,10 +27,19 @@ from typing import Awaitable, Callable
 import httpx
 import tenacity
 
-from airflow_provider_packly.exceptions import is_permanent_tls_failure
+from airflow_provider_packly.exceptions import PacklyIncompleteBodyError, is_permanent_tls_failure
 from airflow_provider_packly.limits import DEADLINE_EXTENSION
 
-__all__ = ["IDEMPOTENT_EXTENSION", "RetryPolicy", "attempts_made", "parse_retry_after"]
+__all__ = [
+    "IDEMPOTENT_EXTENSION",
+    "NOT_RESENT_EXTENSION",
+    "SINGLE_ATTEMPT_EXTENSION",
+    "is_idempotent",
+    "may_have_been_applied",
+    "RetryPolicy",
+    "attempts_made",
+    "parse_retry_after",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +49,18 @@ RETRYABLE_STATUSES = frozenset({502, 503, 504})
 _STATUSES_WORTH_A_LOOK = RETRYABLE_STATUSES | {429}
 #: Failures after which the request was provably never sent.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: Failures of a request that may have reached Packly, retried only when it is idempotent. A
+#: body cut short (``PacklyIncompleteBodyError``, found once it is read) counts as one.
+TRANSPORT_FAILURES = (httpx.TransportError, PacklyIncompleteBodyError)
 #: Set on a request (``request.extensions``) to retry a POST as if it were idempotent.
 IDEMPOTENT_EXTENSION = "packly_idempotent"
+#: Set by the policy on a request it did not resend because it may have reached Packly and is
+#: not idempotent (a POST whose connection failed once it was sent): ``transport_error`` then
+#: says the write may have been applied, instead of blaming reachability.
+NOT_RESENT_EXTENSION = "packly_not_resent"
+#: Set on a request to send it once whatever happens (an early token refresh: the valid token
+#: is used meanwhile and the refresh is tried again later, so retrying now only adds waiting).
+SINGLE_ATTEMPT_EXTENSION = "packly_single_attempt"
 _ATTEMPTS_EXTENSION = "packly_attempts"
 
 _jitter = random.Random()
@@ -81,6 +100,21 @@ def attempts_made(request_or_response: httpx.Request | httpx.Response) -> int:
     return int(request_or_response.extensions.get(_ATTEMPTS_EXTENSION, 1))
 
 
+def is_idempotent(request: httpx.Request) -> bool:
+    """Whether sending ``request`` twice does no more than sending it once."""
+    return request.method in IDEMPOTENT_METHODS or bool(request.extensions.get(IDEMPOTENT_EXTENSION))
+
+
+def may_have_been_applied(request: httpx.Request, failure: BaseException) -> bool:
+    """A write that failed once it may have reached Packly: never resent, and said so."""
+    return isinstance(failure, TRANSPORT_FAILURES) and not isinstance(failure, NOT_SENT_ERRORS) and not is_idempotent(request)
+
+
+def _note_not_resent(request: httpx.Request, outcome: httpx.Response | BaseException) -> None:
+    if isinstance(outcome, BaseException) and may_have_been_applied(request, outcome):
+        request.extensions[NOT_RESENT_EXTENSION] = True
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded by attempts and by total time; exponential backoff with full jitter.
@@ -110,7 +144,9 @@ class RetryPolicy:
 
     def reason(self, request: httpx.Request, outcome: httpx.Response | BaseException) -> str | None:
         """Why this outcome of ``request`` may be retried, or ``None`` if it must not be."""
-        idempotent = request.method in IDEMPOTENT_METHODS or bool(request.extensions.get(IDEMPOTENT_EXTENSION))
+        if request.extensions.get(SINGLE_ATTEMPT_EXTENSION):
+            return None
+        idempotent = is_idempotent(request)
         if isinstance(outcome, BaseException):
             if is_permanent_tls_failure(outcome):
                 return None  # an untrusted certificate or a refused handshake stays so
@@ -118,7 +154,7 @@ class RetryPolicy:
                 return None  # this client built a request HTTP cannot carry: resending cannot help
             if isinstance(outcome, NOT_SENT_ERRORS):
                 return f"{type(outcome).__name__} (the request was not sent)"
-            if isinstance(outcome, httpx.TransportError) and idempotent:
+            if isinstance(outcome, TRANSPORT_FAILURES) and idempotent:
                 return type(outcome).__name__
             return None
         status = outcome.status_code
@@ -145,13 +181,14 @@ class RetryPolicy:
     def call(self, send_once: Callable[[httpx.Request], httpx.Response], request: httpx.Request) -> httpx.Response:
         """``send_once(request)``, retried by this policy."""
         try:
-            outcome: httpx.Response | httpx.TransportError = send_once(request)
-        except httpx.TransportError as exc:
+            outcome: httpx.Response | Exception = send_once(request)
+        except TRANSPORT_FAILURES as exc:
             outcome = exc
         else:
             if outcome.status_code not in _STATUSES_WORTH_A_LOOK:
                 return outcome  # the usual case, decided without building anything
         if self.reason(request, outcome) is None:
+            _note_not_resent(request, outcome)
             return _unwrap(outcome)
         return self.retrying()(_replay_first(outcome, send_once), request)
 
@@ -160,13 +197,14 @@ class RetryPolicy:
     ) -> httpx.Response:
         """``call`` for coroutines."""
         try:
-            outcome: httpx.Response | httpx.TransportError = await send_once(request)
-        except httpx.TransportError as exc:
+            outcome: httpx.Response | Exception = await send_once(request)
+        except TRANSPORT_FAILURES as exc:
             outcome = exc
         else:
             if outcome.status_code not in _STATUSES_WORTH_A_LOOK:
                 return outcome
         if self.reason(request, outcome) is None:
+            _note_not_resent(request, outcome)
             return _unwrap(outcome)
         return await self.aretrying()(_areplay_first(outcome, send_once), request)
 
@@ -200,7 +238,11 @@ class RetryPolicy:
     def _should_retry(self, state: tenacity.RetryCallState) -> bool:
         request: httpx.Request = state.args[0]
         request.extensions[_ATTEMPTS_EXTENSION] = state.attempt_number
-        return self.reason(request, self._outcome(state)) is not None
+        outcome = self._outcome(state)
+        if self.reason(request, outcome) is None:
+            _note_not_resent(request, outcome)
+            return False
+        return True
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         return self.wait_seconds(state.attempt_number, self._outcome(state))
@@ -227,14 +269,14 @@ class _StopAtDeadline(tenacity.stop.stop_base):
         return deadline is not None and deadline.remaining() <= (state.upcoming_sleep or 0.0)
 
 
-def _unwrap(outcome: httpx.Response | httpx.TransportError) -> httpx.Response:
-    if isinstance(outcome, httpx.TransportError):
+def _unwrap(outcome: httpx.Response | Exception) -> httpx.Response:
+    if isinstance(outcome, Exception):
         raise outcome
     return outcome
 
 
 def _replay_first(
-    first: httpx.Response | httpx.TransportError, send_once: Callable[[httpx.Request], httpx.Response]
+    first: httpx.Response | Exception, send_once: Callable[[httpx.Request], httpx.Response]
 ) -> Callable[[httpx.Request], httpx.Response]:
     """Tenacity's attempt 1 is the outcome already in hand; later attempts really send."""
     pending = [first]
@@ -246,7 +288,7 @@ def _replay_first(
 
 
 def _areplay_first(
-    first: httpx.Response | httpx.TransportError, send_once: Callable[[httpx.Request], Awaitable[httpx.Response]]
+    first: httpx.Response | Exception, send_once: Callable[[httpx.Request], Awaitable[httpx.Response]]
 ) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
     pending = [first]
 

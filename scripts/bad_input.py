@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import gzip
 import itertools
 import json
 import sys
@@ -334,6 +335,106 @@ CASES: tuple[Case, ...] = (
     Case("api", "500 whose body is a gzip bomb", _fresh_api_answer(_bomb(500)), "HTTP 500; the response body was not JSON"),
 )
 
+
+
+# -- hostile servers: bodies cut short, capped pages, writes cut off, endpoints, refresh outages --
+
+
+class _Unread(httpx.SyncByteStream):
+    """A body read when the client reads it, as from a socket (``content=`` is decoded at once)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def __iter__(self) -> Any:
+        yield self.body
+
+
+def _cut_gzip(body: bytes, keep: int) -> Callable[[], Any]:
+    """A gzip answer whose last bytes were lost, re-framed with a matching Content-Length."""
+    compressed = gzip.compress(body, mtime=0)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/oauth2/token":
+            return _json(_TOKEN)
+        cut = compressed[: len(compressed) - keep]
+        return httpx.Response(200, stream=_Unread(cut), headers={"content-encoding": "gzip", "content-length": str(len(cut))})
+
+    def run() -> Any:
+        with PacklyHook(connection=_connection(), transport=httpx.MockTransport(answer)) as hook:
+            return hook.get_dieline("s001_v0", "SBS300", 100, 100, 100)
+
+    return run
+
+
+def _capped_pages() -> Any:
+    """Packly answers 20 orders when 50 are asked for; the order wanted is on the third page."""
+    orders = [{"id": f"ORD-{n:04d}", "status": "paid"} for n in range(60, 0, -1)]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/oauth2/token":
+            return _json(_TOKEN)
+        page = int(request.url.params["page"])
+        return _json({"request": {}, "response": orders[page * 20 : page * 20 + 20]})
+
+    with PacklyHook(connection=_connection(), transport=httpx.MockTransport(answer)) as hook:
+        return hook.get_order("ORD-0001", limit=50)
+
+
+def _post_reset_after_sending() -> Any:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/oauth2/token":
+            return _json(_TOKEN)
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+
+    with PacklyHook(connection=_connection(), transport=httpx.MockTransport(answer)) as hook:
+        return hook.request("POST", "/v1/reseller/orders", json={"reference": "PO-1"})
+
+
+def _endpoint(endpoint: str, base_url: str = "https://gateway.example.com/packly") -> Callable[[], Any]:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/v1/oauth2/token"):
+            return _json(_TOKEN)
+        return _json({"request": {}, "response": []})
+
+    def run() -> Any:
+        with PacklyHook(connection=_connection(base_url=base_url), transport=httpx.MockTransport(answer)) as hook:
+            return hook.request("GET", endpoint)
+
+    return run
+
+
+def _refresh_fails_while_the_token_is_valid() -> Any:
+    """The token endpoint fails 10 s before the token expires: the valid token is used."""
+    from airflow_provider_packly.auth import TokenCache
+
+    now = [time.monotonic()]
+    tokens = [_json({**_TOKEN, "expires_in": 100})]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/oauth2/token":
+            return tokens.pop() if tokens else _json(b"<html>503</html>", 503, "text/html")
+        return _json({"request": {}, "response": []})
+
+    cache = TokenCache(clock=lambda: now[0])
+    with PacklyHook(connection=_connection(), transport=httpx.MockTransport(answer), token_cache=cache) as hook:
+        hook.request("GET", "/v1/reseller/orders")
+        now[0] += 90
+        return hook.request("GET", "/v1/reseller/orders")
+
+
+_PDF = b"%PDF-1.4\n" + bytes(range(256)) * 400 + b"\n%%EOF\n"
+
+CASES += (
+    Case("api", "gzip dieline cut short, matching length", _cut_gzip(_PDF, keep=500), "arrived incomplete"),
+    Case("api", "gzip body missing only its trailer", _cut_gzip(_PDF, keep=8), "arrived incomplete"),
+    Case("api", "orders: limit capped at 20 of 50", _capped_pages, None),
+    Case("api", "POST reset after its body was sent", _post_reset_after_sending, "may have been applied by Packly, so it was not resent"),
+    Case("api", "endpoint climbing out with /../", _endpoint("/v1/../../admin"), "leads outside the connection's Base URL path '/packly'"),
+    Case("api", "endpoint climbing out with %2e%2e", _endpoint("/v1/%2e%2e/%2E%2E/admin"), "leads outside the connection's Base URL path"),
+    Case("api", "endpoint with a URL in its query", _endpoint("/v1/reseller/orders?next=https://elsewhere.example/x"), None),
+    Case("token", "refresh fails while the token is valid", _refresh_fails_while_the_token_is_valid, None),
+)
 
 def run_case(case: Case) -> Outcome:
     TOKEN_CACHE.clear()

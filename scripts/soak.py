@@ -3,8 +3,10 @@
 Run ``./dev soak`` (5,000 calls) or ``./dev soak --calls 1000``. The sandbox runs on real
 loopback HTTP with a seeded fault mode (502/503/500 with and without ``Retry-After``, 429,
 connection resets, answers slower than the read timeout, truncated bodies, tokens revoked
-before they expire, answers trickled a byte at a time that only the overall deadline ends). Reads and writes are mixed; every write carries a unique key, so the
-sandbox's counters tell a duplicated write from a lost one. It prints faults injected against
+before they expire, answers trickled a byte at a time that only the overall deadline ends, gzip
+bodies cut short behind a matching ``Content-Length``). Reads and writes are mixed; every write
+carries a unique key, so the sandbox's counters tell a duplicated write from a lost one. It
+prints faults injected against
 outcomes and checks:
 
 * 0 lost reads: no read returned success with data other than what the sandbox holds, and
@@ -35,7 +37,7 @@ from airflow_provider_packly.sandbox import FaultConfig, SandboxConfig, run_sand
 
 WRITES = "/_sandbox/v1/writes"
 ORDERS = "/v1/reseller/orders"
-FAULT_KINDS = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke", "trickle")
+FAULT_KINDS = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke", "trickle", "truncated-gzip")
 #: Every call's overall deadline (``request_deadline_seconds``): a trickled answer is cut by it.
 DEADLINE_SECONDS = 2.0
 #: A call counts as over its deadline past this much more (thread and event-loop scheduling on
@@ -287,7 +289,7 @@ def print_report(report: SoakReport) -> None:
     print(f"Soak: {report.calls:,} calls (half sync in threads, half async) in {report.seconds:.1f} s")
     print(f"\nFaults injected on API/write requests ({report.faulted_share:.1%} of {sum(report.fault_counts.values()):,} requests that reached the sandbox):")
     for kind in (*FAULT_KINDS, "none"):
-        print(f"  {kind:10} {report.fault_counts.get(kind, 0):6,}")
+        print(f"  {kind:14} {report.fault_counts.get(kind, 0):6,}")
     print(f"  token endpoint faults: {dict(sorted(report.token_fault_counts.items()))}")
     print("\nOutcomes (after the retry policy):")
     for what, count in sorted(report.outcomes.items()):

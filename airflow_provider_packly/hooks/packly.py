@@ -14,8 +14,10 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import ssl
 import threading
+import urllib.parse
 import weakref
 from typing import Any, AsyncIterator, Iterable, Iterator, Mapping
 
@@ -31,6 +33,7 @@ from airflow_provider_packly.auth import (
     TokenCache,
     TokenSource,
 )
+from airflow_provider_packly.compressed import acheck_compressed_end, check_compressed_end
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import (
     PacklyAPIError,
@@ -256,7 +259,7 @@ class PacklyHook(BaseHook):
                 if not self._warned:
                     self._warn_about_settings(connection)
                     _mask_proxy_credentials(connection)
-                self._client = httpx.Client(transport=self._transport, **_client_options(connection, context))
+                self._client = httpx.Client(transport=self._transport, **_client_options(connection, context, sync=True))
             return self._client
 
     async def aget_client(self) -> httpx.AsyncClient:
@@ -283,7 +286,7 @@ class PacklyHook(BaseHook):
                 self._aclient = self._aclient_closer = None
             if self._aclient is None:
                 created = self._aclient = httpx.AsyncClient(
-                    transport=self._async_transport, **_client_options(connection, context)
+                    transport=self._async_transport, **_client_options(connection, context, sync=False)
                 )
                 self._aclient_loop = loop
             client = self._aclient
@@ -608,7 +611,7 @@ class _SharedAsyncClients:
         key = (connection, transport)
         client = clients.get(key)
         if client is None or client.is_closed:
-            client = clients[key] = httpx.AsyncClient(transport=transport, **_client_options(connection, context))
+            client = clients[key] = httpx.AsyncClient(transport=transport, **_client_options(connection, context, sync=False))
         return client
 
     def forget_after_fork(self) -> None:
@@ -666,10 +669,12 @@ def retry_policy_for(connection: PacklyConnection) -> RetryPolicy:
     )
 
 
-def _client_options(connection: PacklyConnection, context: ssl.SSLContext) -> dict[str, Any]:
+def _client_options(connection: PacklyConnection, context: ssl.SSLContext, *, sync: bool) -> dict[str, Any]:
     """Options of every client, sync and async: ``context`` is the shared one for the
     connection's TLS settings (``tls.SSL_CONTEXTS``)."""
     options: dict[str, Any] = {
+        # A gzip/deflate body cut short but re-framed is an error, not a shorter success.
+        "event_hooks": {"response": [check_compressed_end if sync else acheck_compressed_end]},
         "base_url": connection.base_url,
         "verify": context,
         "timeout": httpx.Timeout(**connection.phase_timeouts()),
@@ -685,19 +690,65 @@ def _client_options(connection: PacklyConnection, context: ssl.SSLContext) -> di
 
 
 def endpoint_path(connection: PacklyConnection, endpoint: str) -> str:
-    """``endpoint`` as a path under the connection's base URL.
+    """``endpoint`` as a path under the connection's base URL, dot segments resolved.
 
     A full URL is accepted only under the base URL: the bearer token must never be sent to
-    another host.
+    another host. Only the path is looked at (a query may hold a URL: ``?next=https://...``).
+    ``.`` and ``..`` segments, also percent-encoded (``%2e%2e``), are resolved here, and an
+    endpoint whose ``..`` would climb above the base URL's path is refused: the server (or a
+    proxy) would resolve them otherwise, and reach paths the connection does not name.
     """
-    if "://" in endpoint:
-        if not (endpoint == connection.base_url or endpoint.startswith(connection.base_url + "/")):
+    cut = min((i for i in (endpoint.find("?"), endpoint.find("#")) if i >= 0), default=len(endpoint))
+    path, rest = endpoint[:cut], endpoint[cut:]
+    if "://" in path:
+        if not (path == connection.base_url or path.startswith(connection.base_url + "/")):
             raise PacklyError(
                 f"Endpoint {endpoint!r} is not under the connection's Base URL {connection.base_url!r}; "
                 "give a path such as '/v1/reseller/orders' so the token is only sent to Packly."
             )
-        endpoint = endpoint[len(connection.base_url) :]
-    return "/" + endpoint.lstrip("/")
+        path = path[len(connection.base_url) :]
+    return _resolve_dot_segments(path.lstrip("/"), endpoint, connection) + rest
+
+
+def _resolve_dot_segments(path: str, endpoint: str, connection: PacklyConnection) -> str:
+    """``/`` + ``path`` with ``.``/``..`` segments resolved (RFC 3986 5.2.4), plain or percent-encoded."""
+    kept: list[str] = []
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        decoded = _fully_unquoted(segment)
+        last = index == len(segments) - 1
+        if decoded in (".", ".."):
+            if decoded == "..":
+                if not kept:
+                    raise _outside_base(endpoint, connection)
+                kept.pop()
+            if last:
+                kept.append("")  # "a/b/.." is "a/", as in RFC 3986
+            continue
+        if any(part in (".", "..") for part in re.split(r"[/\\]", decoded)):
+            # "..%2F.." or "..%5C": a server that decodes the slash would climb with it.
+            raise _outside_base(endpoint, connection)
+        kept.append(segment)
+    return "/" + "/".join(kept)
+
+
+def _fully_unquoted(segment: str) -> str:
+    """``segment`` percent-decoded until it no longer changes (``%252e`` is a dot to a server
+    that decodes twice)."""
+    for _ in range(4):
+        decoded = urllib.parse.unquote(segment)
+        if decoded == segment:
+            break
+        segment = decoded
+    return segment
+
+
+def _outside_base(endpoint: str, connection: PacklyConnection) -> PacklyError:
+    base_path = urllib.parse.urlsplit(connection.base_url).path or "/"
+    return PacklyError(
+        f"Endpoint {endpoint!r} leads outside the connection's Base URL path {base_path!r} (its '..' segments, "
+        "plain or percent-encoded, climb above it); give a path under it such as '/v1/reseller/orders'."
+    )
 
 
 def _build_request(client: httpx.Client | httpx.AsyncClient, method: str, url: str, **options: Any) -> httpx.Request:

@@ -15,7 +15,7 @@ from types import FrameType
 
 SECRET_ENV_VAR = "PACKLY_SANDBOX_CLIENT_SECRET"
 #: Every fault kind (kept here too, so ``--help`` needs no server import).
-ALL_FAULT_KINDS = "500,502,503,429,reset,slow,truncated,revoke"
+ALL_FAULT_KINDS = "500,502,503,429,reset,slow,truncated,revoke,truncated-gzip"
 
 SANDBOX_EPILOG = """\
 seeded orders (GET /v1/reseller/orders, 25 orders ORD-0001..ORD-0025):

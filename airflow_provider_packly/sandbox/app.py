@@ -104,6 +104,10 @@ class SandboxConfig:
     * ``order_count``: size of the seeded order book (the sandbox's choice).
     * ``orders_default_limit`` / ``orders_max_limit``: ``limit`` default and maximum for
       ``/orders``; not documented by Packly, the sandbox's choice.
+    * ``orders_limit_cap``: a test knob (``None``, the default: off). When set, ``/orders``
+      answers at most this many orders per page whatever ``limit`` asked for, without saying
+      so, as a server that caps ``limit`` silently would. Packly documents no such cap; this
+      lets a client prove it does not take a short page for the last one.
     * ``dieline_padding_bytes``: PDF comment bytes added to every die line, to produce large
       responses for streaming tests.
     * ``materials``: the material catalogue, code -> EUR per m² of blank; not documented by
@@ -125,6 +129,7 @@ class SandboxConfig:
     order_count: int = 25
     orders_default_limit: int = 10
     orders_max_limit: int = 100
+    orders_limit_cap: int | None = None
     dieline_padding_bytes: int = 0
     materials: dict[str, float] = field(default_factory=_default_materials)
     max_dimension_mm: float = 2000.0
@@ -146,6 +151,8 @@ class SandboxConfig:
             raise ValueError("order_count and dieline_padding_bytes must not be negative")
         if not 1 <= self.orders_default_limit <= self.orders_max_limit:
             raise ValueError("need 1 <= orders_default_limit <= orders_max_limit")
+        if self.orders_limit_cap is not None and self.orders_limit_cap < 1:
+            raise ValueError("orders_limit_cap must be None (off) or at least 1")
         if self.faults is not None and not isinstance(self.faults, FaultConfig):
             raise TypeError("faults must be a FaultConfig or None")
 
@@ -347,7 +354,8 @@ async def orders_endpoint(request: Request) -> Response:
     * ``page``: zero-based integer >= 0, default 0 (``ORD_1100``); a page past the end is
       ``[]``;
     * ``limit``: 1..``config.orders_max_limit`` (100), default ``config.orders_default_limit``
-      (10) (``ORD_1101``); neither bound is documented by Packly;
+      (10) (``ORD_1101``); neither bound is documented by Packly; with the test knob
+      ``config.orders_limit_cap`` set, a page holds at most that many orders;
     * ``sort``: Packly says "ascending or descending" without the spelling, so ``asc``,
       ``desc``, ``ascending`` and ``descending`` are accepted; default ``desc``, newest first
       (the sandbox's choice) (``ORD_1102``).
@@ -370,6 +378,8 @@ async def orders_endpoint(request: Request) -> Response:
     sort = params.get("sort", "desc")
     if sort not in _SORT_SPELLINGS:
         raise validation_error("ORD_1102", "sort", "sort must be asc or desc")
+    if config.orders_limit_cap is not None:
+        limit = min(limit, config.orders_limit_cap)  # the test knob: a silent cap
     numbers = page_numbers(
         order_count=config.order_count, page=page, limit=limit, descending=_SORT_SPELLINGS[sort]
     )

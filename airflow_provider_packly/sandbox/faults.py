@@ -23,6 +23,11 @@ kind            what the client sees (httpx, over a real socket)
 ``trickle``     opt-in (not in the default kinds): the endpoint's status line and headers at
                 once, then its body one byte per ``trickle_seconds``, so that no read timeout
                 ever fires; only a client's overall deadline ends it
+``truncated-    the endpoint's status line and headers with its body gzipped (if it was not
+gzip``          already) and its last tenth (at least the 8-byte trailer) cut off, sent
+                complete with a ``Content-Length`` that matches what is sent, as a proxy
+                that lost the tail and re-framed the rest would: the HTTP framing is whole,
+                only the gzip stream is not (httpx alone decodes it as a shorter success)
 ==============  ==========================================================================
 
 Which requests are eligible: the Packly API (``/v1/reseller/...``) and the sandbox's write
@@ -45,6 +50,7 @@ before the token endpoint runs: no token is issued.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import random
@@ -71,7 +77,7 @@ API_PREFIX = "/v1/reseller/"
 WRITES_PATH = "/_sandbox/v1/writes"
 
 #: Every fault kind, in the order ``--fault-kinds`` lists them.
-FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke")
+FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke", "truncated-gzip")
 #: Kinds drawn only when asked for by name (they slow every client that meets them).
 OPT_IN_FAULT_KINDS: tuple[str, ...] = ("trickle",)
 #: The kinds that are a complete HTTP response (the only ones allowed on the token endpoint).
@@ -435,6 +441,19 @@ async def _send_trickled(send: Send, receive: Receive, start: Message, body: byt
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+async def _send_cut_gzip(send: Send, start: Message, body: bytes) -> None:
+    """Send ``body`` gzipped with its tail (the trailer at least) cut off, framed as complete."""
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    if not any(k.lower() == b"content-encoding" and v.strip().lower() == b"gzip" for k, v in headers):
+        headers = [(k, v) for k, v in headers if k.lower() != b"content-encoding"]
+        headers.append((b"content-encoding", b"gzip"))
+        body = gzip.compress(body, mtime=0)
+    cut = body[: max(1, len(body) - max(9, len(body) // 10))]
+    headers.append((b"content-length", str(len(cut)).encode("ascii")))
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": cut, "more_body": False})
+
+
 async def _client_left_within(receive: Receive, seconds: float) -> bool:
     """Wait up to ``seconds``; return whether the client disconnected meanwhile."""
     with anyio.move_on_after(seconds):
@@ -488,6 +507,8 @@ class FaultInjectionMiddleware:
             await _send_incomplete(send, start, body, len(body) // 2)
         elif kind == "trickle":
             await _send_trickled(send, receive, start, body, config.trickle_seconds)
+        elif kind == "truncated-gzip":
+            await _send_cut_gzip(send, start, body)
         elif kind == "slow":
             if not await _client_left_within(receive, config.slow_seconds):
                 await send(start)

@@ -205,13 +205,14 @@ def test_paging_stops_at_the_last_page(fake):
     fake.answers = [
         page(order("O5", "closed"), order("O4", "paid")),
         page(order("O3", "closed"), order("O2", "deleted")),
-        page(order("O1", "closed")),
+        page(order("O1", "closed")),  # short, but Packly may cap limit: not taken for the last
+        page(),  # the empty page ends the listing
         httpx.Response(500),  # never asked for
     ]
     op = PacklyOrdersOperator(task_id="o", page_size=2)
     orders = op.execute(context())
     assert [o["id"] for o in orders] == ["O5", "O4", "O3", "O2", "O1"]
-    assert [q["page"] for _, _, q in fake.calls] == ["0", "1", "2"]
+    assert [q["page"] for _, _, q in fake.calls] == ["0", "1", "2", "3"]
     assert {q["limit"] for _, _, q in fake.calls} == {"2"}
     json.dumps(orders)
 
@@ -360,7 +361,7 @@ def test_operators_against_the_sandbox(sandbox, monkeypatch, tmp_path):
 
     orders = PacklyOrdersOperator(task_id="o", statuses=["deleted"], page_size=7).execute(context())
     assert [o["id"] for o in orders] == ["ORD-0002"]
-    assert sandbox.state.api_requests["/v1/reseller/orders"] == 4  # 25 orders, 7 a page
+    assert sandbox.state.api_requests["/v1/reseller/orders"] == 5  # 25 orders, 7 a page, then the empty page
 
     returned = json.dumps([result, quotation, orders])  # plain data, fit for XCom
     assert sandbox.state.issued_tokens
