@@ -56,6 +56,13 @@ _MODULE = "airflow_provider_packly.triggers.packly"
 _poll_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
+#: How long the look taken at (or, after a triggerer outage, past) the deadline may take: it
+#: has no time of the deadline's left, and without it the event could not say what Packly says.
+FINAL_LOOK_SECONDS = 30.0
+#: A poll starting this close to the deadline is the final look.
+_AT_DEADLINE = 0.05
+
+
 def _poll_slot(limit: int) -> asyncio.Semaphore:
     """The running loop's semaphore bounding Packly polls in flight (one per event loop)."""
     loop = asyncio.get_running_loop()
@@ -174,9 +181,11 @@ class PacklyOrderStatusTrigger(BaseTrigger):
             async with self._make_hook() as hook:
                 while True:
                     try:
-                        # The deadline bounds the poll in flight too (waiting for a slot included):
-                        # a stuck poll must neither overrun it nor keep holding a slot.
-                        with anyio.move_on_after(seconds_until(deadline)) as poll:
+                        # The deadline bounds a poll in flight too (waiting for a slot included):
+                        # a stuck poll must neither overrun it nor keep holding a slot. The look
+                        # taken at or past the deadline has FINAL_LOOK_SECONDS of its own.
+                        budget = seconds_until(deadline)
+                        with anyio.move_on_after(budget if budget > _AT_DEADLINE else FINAL_LOOK_SECONDS) as poll:
                             async with _poll_slot(self.max_polls_in_flight):
                                 order = await hook.aget_order(self.order_id, limit=self.page_size)
                         if poll.cancelled_caught:

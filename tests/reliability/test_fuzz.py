@@ -346,7 +346,13 @@ def test_odd_headers_give_the_right_body_or_a_packly_error(server, _all_logs, st
         response, error, logs = _run(lambda: hook.request("GET", "/v1/reseller/orders"), _all_logs)
         elapsed = time.monotonic() - started
     if error is None:
-        assert response.status_code == 200 and response.content == payload
+        # A Content-Length shorter than what was sent frames a shorter body: for an uncompressed
+        # one that is all HTTP can tell, so the framed bytes are the right answer.
+        framed = sent[: max(0, len(sent) + length_change)]
+        assert response.status_code == 200
+        assert response.content == payload or (
+            length_change < 0 and headers.get("Content-Encoding") not in ("gzip", "deflate") and response.content == framed
+        )
     elif status == 200 and intact and length_change == 0 and not trickle:
         pytest.fail(f"an intact 200 answer was refused: {error}")
     assert elapsed < _deadline(connection) * 2 + DEADLINE_SLACK  # token call + API call
