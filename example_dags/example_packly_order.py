@@ -1,9 +1,10 @@
 """Get a quotation, then wait (deferred, on the triggerer) until an order is closed.
 
 The order id is a DAG param (default ``ORD-0001``: in the local sandbox it starts at
-``waiting_execute_payment`` and is ``closed`` four steps, 8 s by default, after the sandbox
-started). ``PacklyOrderStatusSensor`` pokes once, then defers to ``PacklyOrderStatusTrigger``
-which polls every 2 s for up to 120 s; a canceled or deleted order fails the sensor at once.
+``waiting_execute_payment`` and is ``closed`` four steps, 8 s by default, after a listing first
+served it, however long the sandbox has been up). ``PacklyOrderStatusSensor`` pokes once, then
+defers to ``PacklyOrderStatusTrigger`` which polls every 2 s for up to 120 s; a canceled or
+deleted order fails the sensor at once.
 
 Run against the local sandbox with ``airflow dags test packly_quote_then_wait_for_order``; the
 last task reads the order again and logs ``Packly result:`` followed by JSON.

@@ -68,7 +68,8 @@ def packly_taskflow_chain() -> None:
     @task
     def summarize(waited: dict[str, Any], quotations: Any) -> dict[str, Any]:
         totals = []
-        for quotation in quotations:  # one per mapped task instance, in map index order
+        for index in range(len(quotations)):  # one per mapped task instance, in map index order
+            quotation = quotations[index]
             body = quotation.get("response") if isinstance(quotation, dict) else None
             totals.append((body or {}).get("total_amount_tax_included"))
         summary = {

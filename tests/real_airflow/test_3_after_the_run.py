@@ -10,6 +10,7 @@ sandbox's ASGI layer recorded which process sent each request (see harness.py).
 from __future__ import annotations
 
 import base64
+import json
 import re
 import sqlite3
 from collections import Counter
@@ -34,6 +35,10 @@ def test_one_token_request_per_task_run_and_per_triggerer_process(real_airflow: 
     requests = list(sandbox.token_requests)
     assert len(requests) == sandbox.state.token_requests, "a token request was not attributed"
     by_role = Counter(harness.role_of(r) for r in requests)
+    # Left beside the run's logs for whoever reads a failure: who asked for each token.
+    (harness.workdir / "token-requests.json").write_text(
+        json.dumps([{"role": harness.role_of(r), "pid": r.pid, "cmdline": r.cmdline} for r in requests], indent=1)
+    )
     assert by_role["unknown"] == 0, [r for r in requests if harness.role_of(r) == "unknown"]
 
     # Task runs: processes under the scheduler (the LocalExecutor's workers) titled with their TI.
