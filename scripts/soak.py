@@ -4,7 +4,8 @@ Run ``./dev soak`` (5,000 calls) or ``./dev soak --calls 1000``. The sandbox run
 loopback HTTP with a seeded fault mode (502/503/500 with and without ``Retry-After``, 429,
 connection resets, answers slower than the read timeout, truncated bodies, tokens revoked
 before they expire, answers trickled a byte at a time that only the overall deadline ends, gzip
-bodies cut short behind a matching ``Content-Length``). Reads and writes are mixed; every write
+bodies cut short behind a matching ``Content-Length``, 502 pages echoing the request's
+``Authorization`` header, on the API and the token endpoint). Reads and writes are mixed; every write
 carries a unique key, so the sandbox's counters tell a duplicated write from a lost one. It
 prints faults injected against
 outcomes and checks:
@@ -14,13 +15,16 @@ outcomes and checks:
 * 0 duplicated writes: no key applied twice, and every write answered 201 applied once;
 * every failed call is a typed ``PacklyError``: nothing untyped escapes;
 * token requests that issued a token = 1 + the revocations the sandbox forced;
-* no call outlived its overall deadline (``DEADLINE_SECONDS``, plus scheduling slack).
+* no call outlived its overall deadline (``DEADLINE_SECONDS``, plus scheduling slack);
+* no error message, error ``repr`` or retry log line holds the client secret, its Basic value
+  or any token the sandbox issued (the ``echo`` fault quotes them in its pages).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import logging
 import sys
@@ -34,10 +38,12 @@ from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.sandbox import FaultConfig, SandboxConfig, run_sandbox
+from airflow_provider_packly.sandbox.faults import STATUS_FAULT_KINDS
 
 WRITES = "/_sandbox/v1/writes"
 ORDERS = "/v1/reseller/orders"
-FAULT_KINDS = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke", "trickle", "truncated-gzip")
+FAULT_KINDS = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke", "trickle", "truncated-gzip", "echo")
+TOKEN_FAULT_KINDS = (*STATUS_FAULT_KINDS, "echo")
 #: Every call's overall deadline (``request_deadline_seconds``): a trickled answer is cut by it.
 DEADLINE_SECONDS = 2.0
 #: A call counts as over its deadline past this much more (thread and event-loop scheduling on
@@ -56,6 +62,8 @@ class Tally:
     durations: list[float] = field(default_factory=list)
     acknowledged_writes: list[str] = field(default_factory=list)
     failed_writes: list[str] = field(default_factory=list)
+    #: What a person or a tool could see of each failure: str and repr along the cause chain.
+    seen_texts: list[str] = field(default_factory=list)
 
     def add(self, what: str, error: BaseException | None = None) -> None:
         with self.lock:
@@ -65,6 +73,10 @@ class Tally:
                 if isinstance(error, PacklyAPIError):
                     kind += f" {error.http_status}"
                 self.errors[kind] += 1
+                cause: BaseException | None = error
+                while cause is not None:
+                    self.seen_texts += [str(cause), repr(cause)]
+                    cause = cause.__cause__ or cause.__context__
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,7 @@ class SoakReport:
     forced_revocations: int
     calls_over_deadline: int = 0
     slowest_call_seconds: float = 0.0
+    secret_leaks: int = 0
 
     @property
     def faulted_share(self) -> float:
@@ -101,6 +114,7 @@ class SoakReport:
             and self.untyped_failures == 0
             and self.tokens_issued == 1 + self.forced_revocations
             and self.calls_over_deadline == 0
+            and self.secret_leaks == 0
         )
 
 
@@ -162,7 +176,7 @@ def _check_read(kind: str, body: Any, acknowledged_before_read: bool) -> bool:
 def run_soak(calls: int = 5000, *, seed: int = 7, fault_rate: float = 0.12, threads: int = 4, coroutines: int = 16) -> SoakReport:
     faults = FaultConfig(
         seed=seed, rate=fault_rate, kinds=FAULT_KINDS, token_rate=0.05, slow_seconds=0.4, retry_after_seconds=0,
-        trickle_seconds=0.02,
+        trickle_seconds=0.02, token_kinds=TOKEN_FAULT_KINDS,
     )
     sync_calls = calls // 2
     async_calls = calls - sync_calls
@@ -256,9 +270,22 @@ def run_soak(calls: int = 5000, *, seed: int = 7, fault_rate: float = 0.12, thre
             forced_revocations=state.forced_revocations,
             calls_over_deadline=sum(1 for d in tally.durations if d > DEADLINE_SECONDS + DEADLINE_SLACK_SECONDS),
             slowest_call_seconds=max(tally.durations, default=0.0),
+            secret_leaks=_count_leaks(
+                tally.seen_texts + retry_log.messages,
+                [connection.client_secret, _basic_value(connection), *state.issued_tokens],
+            ),
         )
     TOKEN_CACHE.clear()
     return report
+
+
+def _basic_value(connection: PacklyConnection) -> str:
+    return base64.b64encode(f"{connection.client_id}:{connection.client_secret}".encode()).decode()
+
+
+def _count_leaks(texts: list[str], secrets: list[str]) -> int:
+    """How many of ``texts`` hold any of ``secrets``."""
+    return sum(1 for text in texts if any(secret in text for secret in secrets))
 
 
 class _RetryCounter(logging.Handler):
@@ -267,10 +294,12 @@ class _RetryCounter(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.count = 0
+        self.messages: list[str] = []
         self._logger = logging.getLogger("airflow_provider_packly.retries")
 
     def emit(self, record: logging.LogRecord) -> None:
         self.count += 1
+        self.messages.append(record.getMessage())
 
     def __enter__(self) -> _RetryCounter:
         self._saved = (self._logger.propagate, self._logger.level)
@@ -306,6 +335,7 @@ def print_report(report: SoakReport) -> None:
         ("untyped failures", report.untyped_failures, "0"),
         ("tokens issued", report.tokens_issued, f"1 + {report.forced_revocations} forced revocations"),
         (f"calls over their {DEADLINE_SECONDS:g} s deadline (+{DEADLINE_SLACK_SECONDS:g} s slack)", report.calls_over_deadline, "0"),
+        ("errors or retry log lines holding a secret or token", report.secret_leaks, "0"),
     ]
     for name, value, goal in rows:
         print(f"  {name:50} {value:6,}   goal {goal}")

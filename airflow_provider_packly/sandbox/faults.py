@@ -20,6 +20,10 @@ kind            what the client sees (httpx, over a real socket)
                 hangs up first): ``httpx.ReadTimeout`` for a shorter read timeout
 ``revoke``      the endpoint's response, unchanged; every outstanding token is revoked just
                 before its last body bytes are sent, so the next call gets a 401
+``echo``        opt-in (not in the default kinds; allowed on the token endpoint too): a 502
+                HTML page quoting the request line and every request header, the
+                ``Authorization`` header included, as a misconfigured proxy's debug page
+                does; a client must never carry what it quotes into its errors or logs
 ``trickle``     opt-in (not in the default kinds): the endpoint's status line and headers at
                 once, then its body one byte per ``trickle_seconds``, so that no read timeout
                 ever fires; only a client's overall deadline ends it
@@ -79,7 +83,7 @@ WRITES_PATH = "/_sandbox/v1/writes"
 #: Every fault kind, in the order ``--fault-kinds`` lists them.
 FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke", "truncated-gzip")
 #: Kinds drawn only when asked for by name (they slow every client that meets them).
-OPT_IN_FAULT_KINDS: tuple[str, ...] = ("trickle",)
+OPT_IN_FAULT_KINDS: tuple[str, ...] = ("trickle", "echo")
 #: The kinds that are a complete HTTP response (the only ones allowed on the token endpoint).
 STATUS_FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "429")
 #: How many :class:`FaultDecision` records ``SandboxState.fault_log`` keeps (the newest).
@@ -147,7 +151,7 @@ class FaultConfig:
     def __post_init__(self) -> None:
         """Check every field, and store ``kinds`` and ``token_kinds`` as dicts."""
         kinds = _normalise_kinds(self.kinds, FAULT_KINDS + OPT_IN_FAULT_KINDS, "kinds")
-        token_kinds = _normalise_kinds(self.token_kinds, STATUS_FAULT_KINDS, "token_kinds")
+        token_kinds = _normalise_kinds(self.token_kinds, (*STATUS_FAULT_KINDS, "echo"), "token_kinds")
         for name, rate, weights in (
             ("rate", self.rate, kinds),
             ("token_rate", self.token_rate, token_kinds),
@@ -323,6 +327,16 @@ _HTML_PAGES: dict[int, str] = {
 }
 
 
+def _echo_page(request: Request) -> Response:
+    """A 502 page quoting the request and its headers, credentials included (the ``echo`` fault)."""
+    quoted = "\r\n".join(f"{name}: {value}" for name, value in request.headers.items())
+    body = (
+        "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>"
+        f"<p>upstream failed for:</p><pre>{request.method} {request.url.path}\r\n{quoted}</pre></body></html>"
+    )
+    return Response(body, status_code=502, media_type="text/html")
+
+
 def _html_page(status: int) -> Response:
     """An HTML error page such as a reverse proxy (nginx) sends instead of the API's JSON."""
     title = _HTML_PAGES[status]
@@ -343,6 +357,8 @@ def status_fault_response(
     by Packly; the sandbox's choice. Messages say the fault was injected, for debugging.
     """
     kind = decision.kind
+    if kind == "echo":
+        return _echo_page(request)
     if kind == "502":
         return _html_page(502)
     if kind == "503" and not decision.retry_after:
@@ -499,7 +515,7 @@ class FaultInjectionMiddleware:
             await self.app(scope, receive, self._revoking(send))
             return
         start, body = await _run_captured(self.app, scope, receive)
-        if kind in STATUS_FAULT_KINDS:
+        if kind in STATUS_FAULT_KINDS or kind == "echo":
             await status_fault_response(Request(scope), decision, config)(scope, receive, send)
         elif kind == "reset":
             await _send_incomplete(send, start, body, 0)

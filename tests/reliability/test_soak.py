@@ -22,3 +22,11 @@ def test_reduced_soak_loses_nothing_and_duplicates_nothing():
     assert report.forced_revocations > 0 and report.retries > 0
     assert report.unacknowledged_applied_writes > 0  # writes the sandbox applied before failing were not resent
     assert sum(report.outcomes.values()) == 1000
+    assert report.secret_leaks == 0  # the echo fault's pages quote the bearer token and the Basic value
+
+
+def test_the_leak_count_finds_a_leak():
+    from scripts.soak import _count_leaks
+
+    assert _count_leaks(["refused: Bearer T0k-abc", "fine"], ["T0k-abc"]) == 1
+    assert _count_leaks(["fine"], ["T0k-abc"]) == 0

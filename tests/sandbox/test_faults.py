@@ -582,3 +582,16 @@ def test_command_line_fault_flags() -> None:
         check=False,
     )
     assert bad.returncode == 2 and "teapot" in bad.stderr
+
+
+def test_the_echo_fault_quotes_the_request_headers_credentials_included():
+    """The ``echo`` fault is the hostile page the provider must never carry into its errors."""
+    import httpx
+
+    from airflow_provider_packly.sandbox import FaultConfig, SandboxConfig, run_sandbox
+
+    faults = FaultConfig(seed=1, rate=1.0, kinds=["echo"])
+    with run_sandbox(SandboxConfig(faults=faults)) as sandbox:
+        answer = httpx.get(sandbox.base_url + "/v1/reseller/orders", headers={"Authorization": "Bearer T0k-echoed"})
+    assert answer.status_code == 502
+    assert "authorization: Bearer T0k-echoed" in answer.text
