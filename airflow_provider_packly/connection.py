@@ -126,9 +126,7 @@ class PacklyConnection:
                 "Client Secret (password) field."
             )
         if self.environment not in ENVIRONMENTS:
-            raise PacklyConnectionConfigError(
-                f"{where} has environment {self.environment!r}; use 'sandbox' or 'live'."
-            )
+            raise PacklyConnectionConfigError(f"{where} has environment {self.environment!r}; use 'sandbox' or 'live'.")
         object.__setattr__(self, "base_url", _checked_base_url(self.base_url, where))
         if not self.scope:
             raise PacklyConnectionConfigError(f"{where} has an empty scope; leave it unset to use 'external'.")
@@ -147,7 +145,12 @@ class PacklyConnection:
                 f"{where} has retry_max_attempts {self.retry_max_attempts!r}; give a whole number, 1 or more "
                 "(1 turns retries off)."
             )
-        for name in ("retry_max_seconds", "retry_backoff_seconds", "retry_backoff_max_seconds", "retry_after_max_seconds"):
+        for name in (
+            "retry_max_seconds",
+            "retry_backoff_seconds",
+            "retry_backoff_max_seconds",
+            "retry_after_max_seconds",
+        ):
             if getattr(self, name) < 0:
                 raise PacklyConnectionConfigError(f"{where} has {name} {getattr(self, name)!r}; use 0 or more seconds.")
         if self.request_deadline_seconds is not None:
@@ -533,9 +536,7 @@ def _checked_base_url(raw: str, where: str) -> str:
     except ValueError:
         port_in_url = 0
     if port_in_url == 0:
-        raise PacklyConnectionConfigError(
-            f"{where} has Base URL {raw!r}, whose port is not a number from 1 to 65535."
-        )
+        raise PacklyConnectionConfigError(f"{where} has Base URL {raw!r}, whose port is not a number from 1 to 65535.")
     if parts.query or parts.fragment:
         raise PacklyConnectionConfigError(
             f"{where} has a query or fragment in its Base URL {raw!r}; give only scheme, host, port and path."

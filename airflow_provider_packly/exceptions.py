@@ -173,7 +173,12 @@ def _tls_problem(exc: BaseException) -> tuple[str, str] | None:
             "ca_bundle_path to that CA's PEM file",
         )
     reason = failure.reason or ""
-    if "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason or "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason:
+    if (
+        "CERTIFICATE_REQUIRED" in reason
+        or "HANDSHAKE_FAILURE" in reason
+        or "UNKNOWN_CA" in reason
+        or "BAD_CERTIFICATE" in reason
+    ):
         return (
             f"the server refused the TLS handshake ({reason}): it wants a client certificate it trusts",
             "set the connection's client_cert_path (and client_key_path) to the certificate issued for it",

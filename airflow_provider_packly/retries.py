@@ -107,7 +107,11 @@ def is_idempotent(request: httpx.Request) -> bool:
 
 def may_have_been_applied(request: httpx.Request, failure: BaseException) -> bool:
     """A write that failed once it may have reached Packly: never resent, and said so."""
-    return isinstance(failure, TRANSPORT_FAILURES) and not isinstance(failure, NOT_SENT_ERRORS) and not is_idempotent(request)
+    return (
+        isinstance(failure, TRANSPORT_FAILURES)
+        and not isinstance(failure, NOT_SENT_ERRORS)
+        and not is_idempotent(request)
+    )
 
 
 def _note_not_resent(request: httpx.Request, outcome: httpx.Response | BaseException) -> None:

@@ -46,17 +46,13 @@ class Server:
     def reset(self, token_delay: float | None = None) -> None:
         """Zero the counters, and set the token endpoint's delay (only the benchmark server has this)."""
         query = "" if token_delay is None else f"?token_delay={token_delay}"
-        request = urllib.request.Request(
-            self.base_url + "/_bench/reset" + query, method="POST", data=b""
-        )
+        request = urllib.request.Request(self.base_url + "/_bench/reset" + query, method="POST", data=b"")
         with urllib.request.urlopen(request, timeout=10) as answer:
             answer.read()
 
 
 @contextlib.contextmanager
-def serve(
-    argv: Sequence[str], stats_path: str, *, startup_timeout: float = 60.0
-) -> Iterator[Server]:
+def serve(argv: Sequence[str], stats_path: str, *, startup_timeout: float = 60.0) -> Iterator[Server]:
     """Run ``python <argv>`` until it prints ``listening on URL``; stop it at the end.
 
     Its stdout is drained by a thread (a full pipe would block the server); stderr goes to a
@@ -100,18 +96,14 @@ def serve(
         errors.close()
 
 
-def bench_server(
-    token_delay: float = 0.0, token_lifetime: int = 3600
-) -> contextlib.AbstractContextManager[Server]:
+def bench_server(token_delay: float = 0.0, token_lifetime: int = 3600) -> contextlib.AbstractContextManager[Server]:
     """The tiny benchmark server (``benchmarks.server``) in a subprocess."""
     argv = ["-m", "benchmarks.server", "--port", "0", "--token-delay", str(token_delay)]
     argv += ["--token-lifetime", str(token_lifetime)]
     return serve(argv, "/_bench/stats")
 
 
-def sandbox_server(
-    *, order_step_seconds: float, token_lifetime: int
-) -> contextlib.AbstractContextManager[Server]:
+def sandbox_server(*, order_step_seconds: float, token_lifetime: int) -> contextlib.AbstractContextManager[Server]:
     """The provider's own sandbox (``python -m airflow_provider_packly.sandbox``) in a subprocess."""
     argv = ["-m", "airflow_provider_packly.sandbox", "--port", "0"]
     argv += [

@@ -106,7 +106,18 @@ class SoakReport:
 
 def _plan(index: int) -> str:
     """Which call number ``index`` is: 40% writes, 30% read-back of a write, 30% orders page."""
-    return ("write", "write", "read-write", "read-orders", "write", "read-write", "read-orders", "write", "read-orders", "read-write")[index % 10]
+    return (
+        "write",
+        "write",
+        "read-write",
+        "read-orders",
+        "write",
+        "read-write",
+        "read-orders",
+        "write",
+        "read-orders",
+        "read-write",
+    )[index % 10]
 
 
 @dataclass(frozen=True)
@@ -159,9 +170,16 @@ def _check_read(kind: str, body: Any, acknowledged_before_read: bool) -> bool:
     return applied == 1 if acknowledged_before_read else applied in (0, 1)
 
 
-def run_soak(calls: int = 5000, *, seed: int = 7, fault_rate: float = 0.12, threads: int = 4, coroutines: int = 16) -> SoakReport:
+def run_soak(
+    calls: int = 5000, *, seed: int = 7, fault_rate: float = 0.12, threads: int = 4, coroutines: int = 16
+) -> SoakReport:
     faults = FaultConfig(
-        seed=seed, rate=fault_rate, kinds=FAULT_KINDS, token_rate=0.05, slow_seconds=0.4, retry_after_seconds=0,
+        seed=seed,
+        rate=fault_rate,
+        kinds=FAULT_KINDS,
+        token_rate=0.05,
+        slow_seconds=0.4,
+        retry_after_seconds=0,
         trickle_seconds=0.02,
     )
     sync_calls = calls // 2
@@ -287,7 +305,9 @@ class _RetryCounter(logging.Handler):
 
 def print_report(report: SoakReport) -> None:
     print(f"Soak: {report.calls:,} calls (half sync in threads, half async) in {report.seconds:.1f} s")
-    print(f"\nFaults injected on API/write requests ({report.faulted_share:.1%} of {sum(report.fault_counts.values()):,} requests that reached the sandbox):")
+    print(
+        f"\nFaults injected on API/write requests ({report.faulted_share:.1%} of {sum(report.fault_counts.values()):,} requests that reached the sandbox):"
+    )
     for kind in (*FAULT_KINDS, "none"):
         print(f"  {kind:14} {report.fault_counts.get(kind, 0):6,}")
     print(f"  token endpoint faults: {dict(sorted(report.token_fault_counts.items()))}")
@@ -305,13 +325,19 @@ def print_report(report: SoakReport) -> None:
         ("writes answered 201 but not applied exactly once", report.acknowledged_not_applied, "0"),
         ("untyped failures", report.untyped_failures, "0"),
         ("tokens issued", report.tokens_issued, f"1 + {report.forced_revocations} forced revocations"),
-        (f"calls over their {DEADLINE_SECONDS:g} s deadline (+{DEADLINE_SLACK_SECONDS:g} s slack)", report.calls_over_deadline, "0"),
+        (
+            f"calls over their {DEADLINE_SECONDS:g} s deadline (+{DEADLINE_SLACK_SECONDS:g} s slack)",
+            report.calls_over_deadline,
+            "0",
+        ),
     ]
     for name, value, goal in rows:
         print(f"  {name:50} {value:6,}   goal {goal}")
     print(f"  (slowest call: {report.slowest_call_seconds:.2f} s)")
-    print(f"  (failed writes the sandbox had applied, correctly not resent: {report.unacknowledged_applied_writes};"
-          f" token endpoint requests in all, retries included: {report.token_requests})")
+    print(
+        f"  (failed writes the sandbox had applied, correctly not resent: {report.unacknowledged_applied_writes};"
+        f" token endpoint requests in all, retries included: {report.token_requests})"
+    )
     print("\nSOAK PASSED" if report.ok else "\nSOAK FAILED")
 
 

@@ -259,7 +259,9 @@ class PacklyHook(BaseHook):
                 if not self._warned:
                     self._warn_about_settings(connection)
                     _mask_proxy_credentials(connection)
-                self._client = httpx.Client(transport=self._transport, **_client_options(connection, context, sync=True))
+                self._client = httpx.Client(
+                    transport=self._transport, **_client_options(connection, context, sync=True)
+                )
             return self._client
 
     async def aget_client(self) -> httpx.AsyncClient:
@@ -408,7 +410,12 @@ class PacklyHook(BaseHook):
         client = self.get_client()
         request = _build_request(
             client,
-            method, endpoint_path(self.get_conn(), endpoint), params=params, json=json, data=data, headers=headers
+            method,
+            endpoint_path(self.get_conn(), endpoint),
+            params=params,
+            json=json,
+            data=data,
+            headers=headers,
         )
         response = self._send(client, request, auth=self._auth)
         raise_for_packly_status(response)
@@ -428,7 +435,12 @@ class PacklyHook(BaseHook):
         client = await self.aget_client()
         request = _build_request(
             client,
-            method, endpoint_path(await self.aget_conn(), endpoint), params=params, json=json, data=data, headers=headers
+            method,
+            endpoint_path(await self.aget_conn(), endpoint),
+            params=params,
+            json=json,
+            data=data,
+            headers=headers,
         )
         response = await self._asend(client, request, auth=self._auth)
         raise_for_packly_status(response)
@@ -440,7 +452,9 @@ class PacklyHook(BaseHook):
     ) -> Iterator[httpx.Response]:
         """An authenticated call whose body is read in chunks (``response.iter_bytes()``)."""
         client = self.get_client()
-        request = _build_request(client, method, endpoint_path(self.get_conn(), endpoint), params=params, headers=headers)
+        request = _build_request(
+            client, method, endpoint_path(self.get_conn(), endpoint), params=params, headers=headers
+        )
         response = self._send(client, request, auth=self._auth, stream=True)
         try:
             raise_for_packly_status(response)
@@ -456,7 +470,9 @@ class PacklyHook(BaseHook):
     ) -> AsyncIterator[httpx.Response]:
         """``stream`` for coroutines (``response.aiter_bytes()``)."""
         client = await self.aget_client()
-        request = _build_request(client, method, endpoint_path(await self.aget_conn(), endpoint), params=params, headers=headers)
+        request = _build_request(
+            client, method, endpoint_path(await self.aget_conn(), endpoint), params=params, headers=headers
+        )
         response = await self._asend(client, request, auth=self._auth, stream=True)
         try:
             raise_for_packly_status(response)
@@ -499,7 +515,9 @@ class PacklyHook(BaseHook):
         self, items: Iterable[Mapping[str, Any]], shipping: str | None = None, *, encode: QueryEncoder = bracket_encode
     ) -> Any:
         """``get_quotation`` for coroutines."""
-        return json_body(await self.arequest("GET", QUOTATION_PATH, params=quotation_params(items, shipping, encode=encode)))
+        return json_body(
+            await self.arequest("GET", QUOTATION_PATH, params=quotation_params(items, shipping, encode=encode))
+        )
 
     def iter_orders(self, *, sort: str = "desc", limit: int = 50) -> Iterator[dict[str, Any]]:
         """Every order, page by page (zero-based ``page``), fetched only as far as it is read."""
@@ -540,9 +558,7 @@ class PacklyHook(BaseHook):
         """
         try:
             if self._connection is None:
-                self._connection = PacklyConnection.from_airflow(
-                    self.get_connection(self.packly_conn_id), named=False
-                )
+                self._connection = PacklyConnection.from_airflow(self.get_connection(self.packly_conn_id), named=False)
             connection = self._connection
             self.get_client()
             tokens = self._require_tokens()
@@ -591,9 +607,9 @@ class _SharedAsyncClients:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[dict[Any, httpx.AsyncClient], Any]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[dict[Any, httpx.AsyncClient], Any]
+        ] = weakref.WeakKeyDictionary()
 
     async def get(
         self, connection: PacklyConnection, transport: httpx.AsyncBaseTransport | None, context: ssl.SSLContext
@@ -611,7 +627,9 @@ class _SharedAsyncClients:
         key = (connection, transport)
         client = clients.get(key)
         if client is None or client.is_closed:
-            client = clients[key] = httpx.AsyncClient(transport=transport, **_client_options(connection, context, sync=False))
+            client = clients[key] = httpx.AsyncClient(
+                transport=transport, **_client_options(connection, context, sync=False)
+            )
         return client
 
     def forget_after_fork(self) -> None:

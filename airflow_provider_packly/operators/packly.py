@@ -196,8 +196,14 @@ class PacklyDielineOperator(_PacklyBaseOperator):
 
     template_fields = ("article", "material", "width", "depth", "height", "output_path", "output_conn_id")
     argument_checks = (
-        *(ArgumentCheck((name,), lambda value, name=name: validate_code(value, name)) for name in ("article", "material")),
-        *(ArgumentCheck((name,), lambda value, name=name: dimension(value, name)) for name in ("width", "depth", "height")),
+        *(
+            ArgumentCheck((name,), lambda value, name=name: validate_code(value, name))
+            for name in ("article", "material")
+        ),
+        *(
+            ArgumentCheck((name,), lambda value, name=name: dimension(value, name))
+            for name in ("width", "depth", "height")
+        ),
         ArgumentCheck(("output_path",), lambda output_path: _check_output_path(output_path)),
     )
 
@@ -245,9 +251,12 @@ class PacklyDielineOperator(_PacklyBaseOperator):
         size = 0
         writing = False  # remove only what this run wrote: never an earlier object at ``path``
         try:
-            with self.get_hook() as hook, hook.stream(
-                "GET", DIELINE_PATH, params=params, headers={"Accept": "application/pdf, application/json"}
-            ) as response:
+            with (
+                self.get_hook() as hook,
+                hook.stream(
+                    "GET", DIELINE_PATH, params=params, headers={"Accept": "application/pdf, application/json"}
+                ) as response,
+            ):
                 head = b""
                 writing = True
                 with partial.open("wb") as out:
@@ -371,7 +380,9 @@ class PacklyQuotationOperator(_PacklyBaseOperator):
         self.check_arguments()
         items = _check_items(self.items)
         shipping = validate_shipping(self.shipping or None)
-        self.log.info("Asking Packly for a quotation of %d item(s)%s", len(items), f" shipped to {shipping}" if shipping else "")
+        self.log.info(
+            "Asking Packly for a quotation of %d item(s)%s", len(items), f" shipped to {shipping}" if shipping else ""
+        )
         with self.get_hook() as hook:
             return hook.get_quotation(items, shipping)
 
@@ -460,7 +471,14 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
     """
 
     template_fields = (
-        "statuses", "since", "until", "use_data_interval", "timestamp_field", "max_orders", "sort", "page_size",
+        "statuses",
+        "since",
+        "until",
+        "use_data_interval",
+        "timestamp_field",
+        "max_orders",
+        "sort",
+        "page_size",
     )
     argument_checks = (
         ArgumentCheck(("statuses",), lambda statuses: _check_statuses(statuses)),
@@ -473,7 +491,9 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
             ),
         ),
         ArgumentCheck(("max_orders",), lambda max_orders: _check_max_orders(max_orders)),
-        ArgumentCheck(("page_size", "sort"), lambda page_size, sort: orders_page_params(0, _whole_number(page_size), sort)),
+        ArgumentCheck(
+            ("page_size", "sort"), lambda page_size, sort: orders_page_params(0, _whole_number(page_size), sort)
+        ),
     )
 
     def __init__(
