@@ -29,8 +29,9 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Awaitable, Callable, Generator, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generator, Hashable
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -48,9 +49,9 @@ from airflow_provider_packly.limits import current_deadline
 from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, SINGLE_ATTEMPT_EXTENSION, attempts_made
 
 __all__ = [
+    "TOKEN_CACHE",
     "AccessToken",
     "PacklyBearerAuth",
-    "TOKEN_CACHE",
     "TokenCache",
     "TokenSource",
     "build_token_request",

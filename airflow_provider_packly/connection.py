@@ -14,20 +14,21 @@ import dataclasses
 import hashlib
 import ipaddress
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_packly.exceptions import PacklyConnectionConfigError
 
 __all__ = [
     "DEFAULT_EXPIRES_IN",
-    "TlsSettings",
-    "DEFAULT_TOKEN_REFRESH_MARGIN",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_TOKEN_REFRESH_MARGIN",
     "ENVIRONMENTS",
     "LIVE_BASE_URL",
     "PacklyConnection",
+    "TlsSettings",
 ]
 
 #: The documented live host (from Packly's example request).

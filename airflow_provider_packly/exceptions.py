@@ -12,11 +12,13 @@ import base64
 import html
 import json
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote, quote_plus, unquote
 
 __all__ = [
+    "REDACT_EXTENSION",
     "PacklyAPIError",
     "PacklyAuthError",
     "PacklyConnectionConfigError",
@@ -24,7 +26,6 @@ __all__ = [
     "PacklyErrorItem",
     "PacklyIncompleteBodyError",
     "PacklyTransportError",
-    "REDACT_EXTENSION",
     "Redactor",
     "body_error",
     "quote_body",

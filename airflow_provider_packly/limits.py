@@ -23,8 +23,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterator
 
 import httpx
 

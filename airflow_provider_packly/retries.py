@@ -19,10 +19,9 @@ import logging
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-
-from typing import Awaitable, Callable
 
 import httpx
 import tenacity
@@ -34,10 +33,10 @@ __all__ = [
     "IDEMPOTENT_EXTENSION",
     "NOT_RESENT_EXTENSION",
     "SINGLE_ATTEMPT_EXTENSION",
-    "is_idempotent",
-    "may_have_been_applied",
     "RetryPolicy",
     "attempts_made",
+    "is_idempotent",
+    "may_have_been_applied",
     "parse_retry_after",
 ]
 

@@ -25,9 +25,9 @@ import secrets as secrets_module
 import sqlite3
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from scripts.run_examples import DAG_IDS, ORDER_STEP_SECONDS, SANDBOX_CLIENT_ID, airflow, airflow_environment
 

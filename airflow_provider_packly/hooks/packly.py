@@ -19,7 +19,8 @@ import ssl
 import threading
 import urllib.parse
 import weakref
-from typing import Any, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any
 
 import anyio
 import httpx
@@ -44,9 +45,6 @@ from airflow_provider_packly.exceptions import (
     transport_error,
 )
 from airflow_provider_packly.limits import MAX_ERROR_BODY_BYTES, Deadline, aread_limited, bound_body, read_limited
-from airflow_provider_packly.retries import RetryPolicy, attempts_made
-from airflow_provider_packly.tls import SSL_CONTEXTS as _SSL_CONTEXTS
-from airflow_provider_packly.tls import unverified_tls_warning
 from airflow_provider_packly.resources import (
     DIELINE_PATH,
     ORDERS_PATH,
@@ -62,6 +60,9 @@ from airflow_provider_packly.resources import (
     quotation_params,
     read_dieline_json,
 )
+from airflow_provider_packly.retries import RetryPolicy, attempts_made
+from airflow_provider_packly.tls import SSL_CONTEXTS as _SSL_CONTEXTS
+from airflow_provider_packly.tls import unverified_tls_warning
 
 __all__ = ["PacklyHook", "endpoint_path", "json_body", "raise_for_packly_status"]
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 from airflow.triggers.base import BaseTrigger, TriggerEvent

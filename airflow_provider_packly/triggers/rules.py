@@ -16,8 +16,9 @@ unit-tested without a network:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 from airflow_provider_packly.exceptions import (
     PacklyAPIError,
