@@ -840,26 +840,38 @@ def _mask_token(token: AccessToken) -> None:
     """Defence in depth: Airflow's masker hides the token if anything else ever logs it."""
     if next(_masked_tokens) >= MAX_MASKED_TOKENS:
         return
-    try:
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(token.value)
-    except Exception:  # masking is best effort; the provider never logs tokens anyway
-        pass
+    _mask(token.value, "access token")
 
 
 async def _amask_token(token: AccessToken) -> None:
     """``_mask_token`` on an event loop: the sync call would block it on a supervisor round trip."""
     if next(_masked_tokens) >= MAX_MASKED_TOKENS:
         return
+    await _amask(token.value, "access token")
+
+
+def _mask(value: str, what: str) -> None:
+    """Give ``value`` to Airflow's secret masker. Best effort: masking is defence in depth (the
+    provider never logs secrets), so a failure of it must not fail the call; it is logged at
+    DEBUG by its type only (its message could hold the value)."""
+    try:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(value)
+    except Exception as exc:  # noqa: BLE001 - best effort by design, see the docstring
+        _log.debug("Could not give the %s to Airflow's secret masker (%s).", what, type(exc).__name__)
+
+
+async def _amask(value: str, what: str) -> None:
+    """``_mask`` on an event loop: the sync call would block it on a supervisor round trip."""
     try:
         from airflow.sdk import log as sdk_log
 
         amask_secret = getattr(sdk_log, "amask_secret", None)
         if amask_secret is not None:  # Airflow 3.3+; 3.2 has only the blocking call, so skip it there
-            await amask_secret(token.value)
-    except Exception:
-        pass
+            await amask_secret(value)
+    except Exception as exc:  # noqa: BLE001 - best effort by design, see _mask
+        _log.debug("Could not give the %s to Airflow's secret masker (%s).", what, type(exc).__name__)
 
 
 #: Digests of the proxy passwords already given to the masker: each costs a round trip to the
@@ -891,12 +903,7 @@ def _mask_proxy_credentials(connection: PacklyConnection) -> None:
     password = _proxy_password(connection)
     if password is None:
         return
-    try:
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(password)
-    except Exception:
-        pass
+    _mask(password, "proxy password")
 
 
 async def _amask_proxy_credentials(connection: PacklyConnection) -> None:
@@ -904,14 +911,7 @@ async def _amask_proxy_credentials(connection: PacklyConnection) -> None:
     password = _proxy_password(connection)
     if password is None:
         return
-    try:
-        from airflow.sdk import log as sdk_log
-
-        amask_secret = getattr(sdk_log, "amask_secret", None)
-        if amask_secret is not None:
-            await amask_secret(password)
-    except Exception:
-        pass
+    await _amask(password, "proxy password")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

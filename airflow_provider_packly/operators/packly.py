@@ -42,6 +42,7 @@ from airflow_provider_packly.triggers.rules import normalise_statuses
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
+    from airflow.sdk.types import Logger
 
     from airflow_provider_packly.hooks.packly import PacklyHook
 
@@ -282,19 +283,21 @@ class PacklyDielineOperator(_PacklyBaseOperator):
                 os.replace(partial.path, path.path)  # atomic on one filesystem
         except BaseException:
             if writing:
-                _remove_quietly(partial)
+                _remove_quietly(partial, self.log)
             raise
         result = {"path": str(path), "bytes": size, "sha256": digest.hexdigest()}
         self.log.info("Wrote the dieline: %s (%d bytes, sha256 %s)", result["path"], size, result["sha256"])
         return result
 
 
-def _remove_quietly(path: ObjectStoragePath) -> None:
+def _remove_quietly(path: ObjectStoragePath, log: Logger) -> None:
+    """Remove a partial file after a failed write; the write's own error is the one raised, so a
+    failed clean-up (of any kind: each object store raises its own) is only logged."""
     try:
         if path.exists():
             path.unlink()
-    except Exception:  # the original error matters more than a failed clean-up
-        pass
+    except Exception as exc:  # noqa: BLE001 - the original error matters more, see the docstring
+        log.warning("Could not remove the partial file %s (%s); remove it by hand.", path, type(exc).__name__)
 
 
 def _check_output_path(output_path: Any) -> Any:
