@@ -548,9 +548,8 @@ def _checked_base_url(raw: str, where: str) -> str:
             "Use https, or http only to a local sandbox on this machine (127.0.0.1, localhost, ::1)."
         )
     path = parts.path.rstrip("/")
-    if path.endswith("/v1"):
-        # The provider adds /v1/... itself; a base URL copied with it would double it.
-        path = path[: -len("/v1")]
+    # The provider adds /v1/... itself; a base URL copied with it would double it.
+    path = path.removesuffix("/v1")
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 

@@ -133,7 +133,7 @@ def redactor_for(request: Any) -> Redactor:
 
 def _credential(authorization: str | None) -> tuple[str, ...]:
     """The credential of an ``Authorization`` value (``Bearer <token>``: the token)."""
-    scheme, _, credential = (authorization or "").partition(" ")
+    _scheme, _, credential = (authorization or "").partition(" ")
     return (credential.strip(),) if credential.strip() else ()
 
 
@@ -170,8 +170,10 @@ def _tls_problem(exc: BaseException) -> tuple[str, str] | None:
         detail = failure.verify_message or failure.reason or "verification failed"
         return (
             f"the server's TLS certificate could not be verified (CERTIFICATE_VERIFY_FAILED: {detail})",
-            "if Packly is reached through a private CA or a TLS-inspecting proxy, set the connection's "
-            "ca_bundle_path to that CA's PEM file",
+            (
+                "if Packly is reached through a private CA or a TLS-inspecting proxy, set the connection's "
+                "ca_bundle_path to that CA's PEM file"
+            ),
         )
     reason = failure.reason or ""
     if (

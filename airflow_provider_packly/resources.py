@@ -168,7 +168,8 @@ def validate_quotation_item(item: Any, index: int = 0) -> dict[str, Any]:
     if "manufacturing_time" in item:
         if item["manufacturing_time"] not in MANUFACTURING_TIMES:
             raise PacklyValidationError(
-                f"{where}.manufacturing_time must be one of {', '.join(MANUFACTURING_TIMES)}; got {item['manufacturing_time']!r}."
+                f"{where}.manufacturing_time must be one of {', '.join(MANUFACTURING_TIMES)}; "
+                f"got {item['manufacturing_time']!r}."
             )
         normalised["manufacturing_time"] = item["manufacturing_time"]
     unknown = sorted(set(item) - set(normalised) - {"quantity"})

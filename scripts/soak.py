@@ -27,13 +27,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_packly.auth import TOKEN_CACHE
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.sandbox import FaultConfig, SandboxConfig, run_sandbox
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python 3.11+
 
 WRITES = "/_sandbox/v1/writes"
 ORDERS = "/v1/reseller/orders"
@@ -290,7 +293,7 @@ class _RetryCounter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.count += 1
 
-    def __enter__(self) -> _RetryCounter:
+    def __enter__(self) -> Self:
         self._saved = (self._logger.propagate, self._logger.level)
         self._logger.addHandler(self)
         self._logger.propagate = False

@@ -20,7 +20,7 @@ import threading
 import urllib.parse
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -63,6 +63,9 @@ from airflow_provider_packly.resources import (
 from airflow_provider_packly.retries import RetryPolicy, attempts_made
 from airflow_provider_packly.tls import SSL_CONTEXTS as _SSL_CONTEXTS
 from airflow_provider_packly.tls import unverified_tls_warning
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python 3.11+
 
 __all__ = ["PacklyHook", "endpoint_path", "json_body", "raise_for_packly_status"]
 
@@ -357,13 +360,13 @@ class PacklyHook(BaseHook):
         self._aclient = self._aclient_closer = None
         self._aclient_loop = None
 
-    def __enter__(self) -> PacklyHook:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    async def __aenter__(self) -> PacklyHook:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
