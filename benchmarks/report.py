@@ -47,7 +47,10 @@ def comparison_table(comparison: dict[str, Any], labels: dict[str, str], ours: s
     lines = [
         intro,
         "",
-        f"| client | time vs `{comparison['baseline']}` | µs per call | `{ours}` time vs this client | failed calls | notes |",
+        (
+            f"| client | time vs `{comparison['baseline']}` | µs per call "
+            f"| `{ours}` time vs this client | failed calls | notes |"
+        ),
         "|---|---|---|---|---|---|",
     ]
     for name, row in comparison["contenders"].items():
@@ -173,8 +176,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         aio = rows["packly-hook-aiohttp"]["us_per_call"]["median"]
         airflow = rows["airflow-httpasynchook-session"]["us_per_call"]["median"]
         add(
-            f"At concurrency {results['settings']['concurrency']} over loopback, `packly-hook-async` on httpx's default "
-            f"transport takes {ours:,.0f} µs per call; given httpx-aiohttp's transport "
+            f"At concurrency {results['settings']['concurrency']} over loopback, `packly-hook-async` on httpx's "
+            f"default transport takes {ours:,.0f} µs per call; given httpx-aiohttp's transport "
             f"(`PacklyHook(async_transport=AiohttpTransport())`) {aio:,.0f} µs ({ours / aio:.1f}x less); "
             f"Airflow's `HttpAsyncHook` in a session {airflow:,.0f} µs."
         )

@@ -86,7 +86,7 @@ class Outcome:
     @property
     def shown(self) -> str:
         """The part of the message after the common prefix that says who was refused."""
-        prefix, found, reason = self.message.partition("/v1/oauth2/token): ")
+        _prefix, found, reason = self.message.partition("/v1/oauth2/token): ")
         return reason if found else self.message
 
 
@@ -773,7 +773,7 @@ def run_case(case: Case) -> Outcome:
         leaked = any(form in shown for form in LEAK_FORMS)
         named = case.expect is not None and case.expect in message
         return Outcome(case, type(exc).__name__, message, named, leaked)
-    except Exception as exc:  # not a typed error: a defect
+    except Exception as exc:  # noqa: BLE001 - any error that is not a PacklyError is the defect this reports
         return Outcome(case, f"untyped {type(exc).__name__}", str(exc), False, any(s in str(exc) for s in LEAK_FORMS))
     return Outcome(case, "accepted", "(accepted)", case.expect is None, False)
 
@@ -812,7 +812,8 @@ def main() -> int:
     failures = [o for o in outcomes if not o.ok]
     leaks = sum(o.leaked for o in outcomes)
     print(
-        f"\n{len(outcomes)} cases: {len(outcomes) - len(failures)} clear, {len(failures)} unclear, {leaks} leaking a secret"
+        f"\n{len(outcomes)} cases: {len(outcomes) - len(failures)} clear, {len(failures)} unclear, "
+        f"{leaks} leaking a secret"
     )
     return 1 if failures else 0
 
