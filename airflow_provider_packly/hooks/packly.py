@@ -667,8 +667,7 @@ _LIVE_HOOKS: weakref.WeakSet[PacklyHook] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     """``os.fork()`` copies the clients' pools (their sockets are the parent's connections) and
     any lock another thread held, but not the threads: start the child with none of them."""
-    global _ssl_lock
-    _ssl_lock = threading.Lock()
+    _SSL_CONTEXTS.forget_after_fork()
     _SHARED_ASYNC_CLIENTS.forget_after_fork()
     for hook in list(_LIVE_HOOKS):
         hook._forget_clients_after_fork()
