@@ -321,7 +321,7 @@ def refresh_backoff(failures: int, seconds_left: float, base: float = REFRESH_BA
     ``base`` doubled per failure in a row, but at most half the token's remaining life, so that
     another attempt comes before it expires; never less than ``min(base, 1)`` second.
     """
-    wait = min(base * 2 ** (failures - 1), seconds_left / 2)
+    wait = min(base * 2.0 ** (failures - 1), seconds_left / 2)
     return max(wait, min(base, 1.0))
 
 

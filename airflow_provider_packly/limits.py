@@ -127,7 +127,7 @@ def bound_body(response: httpx.Response, deadline: Deadline) -> None:
     if isinstance(inner, httpx.SyncByteStream):
         response.stream = _DeadlineStream(inner, deadline, response.request, split)
     else:
-        response.stream = _AsyncDeadlineStream(inner, deadline, response.request, split)  # type: ignore[arg-type]
+        response.stream = _AsyncDeadlineStream(inner, deadline, response.request, split)
 
 
 def _pieces(chunk: bytes, split: bool) -> Iterator[bytes]:

@@ -183,13 +183,15 @@ class RetryPolicy:
 
     def call(self, send_once: Callable[[httpx.Request], httpx.Response], request: httpx.Request) -> httpx.Response:
         """``send_once(request)``, retried by this policy."""
+        outcome: httpx.Response | Exception
         try:
-            outcome: httpx.Response | Exception = send_once(request)
+            response = send_once(request)
         except TRANSPORT_FAILURES as exc:
             outcome = exc
         else:
-            if outcome.status_code not in _STATUSES_WORTH_A_LOOK:
-                return outcome  # the usual case, decided without building anything
+            if response.status_code not in _STATUSES_WORTH_A_LOOK:
+                return response  # the usual case, decided without building anything
+            outcome = response
         if self.reason(request, outcome) is None:
             _note_not_resent(request, outcome)
             return _unwrap(outcome)
@@ -199,13 +201,15 @@ class RetryPolicy:
         self, send_once: Callable[[httpx.Request], Awaitable[httpx.Response]], request: httpx.Request
     ) -> httpx.Response:
         """``call`` for coroutines."""
+        outcome: httpx.Response | Exception
         try:
-            outcome: httpx.Response | Exception = await send_once(request)
+            response = await send_once(request)
         except TRANSPORT_FAILURES as exc:
             outcome = exc
         else:
-            if outcome.status_code not in _STATUSES_WORTH_A_LOOK:
-                return outcome
+            if response.status_code not in _STATUSES_WORTH_A_LOOK:
+                return response
+            outcome = response
         if self.reason(request, outcome) is None:
             _note_not_resent(request, outcome)
             return _unwrap(outcome)

@@ -19,7 +19,7 @@ import ssl
 import threading
 import urllib.parse
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -66,6 +66,10 @@ from airflow_provider_packly.tls import unverified_tls_warning
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self is Python 3.11+
+
+#: What ``request``/``arequest`` take as ``params``: a mapping, or (key, value) pairs when a key
+#: repeats or the order matters (``quotation_params`` builds pairs).
+QueryParams = Mapping[str, Any] | Sequence[tuple[str, Any]]
 
 __all__ = ["PacklyHook", "endpoint_path", "json_body", "raise_for_packly_status"]
 
@@ -117,7 +121,7 @@ class PacklyHook(BaseHook):
         self._aclient: httpx.AsyncClient | None = None
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
         #: Closes ``_aclient`` when its event loop shuts down (see ``aget_client``).
-        self._aclient_closer: AsyncIterator[None] | None = None
+        self._aclient_closer: AsyncGenerator[None, None] | None = None
         self._lock = threading.Lock()
         self._warned = False
         _LIVE_HOOKS.add(self)
@@ -395,7 +399,7 @@ class PacklyHook(BaseHook):
         method: str,
         endpoint: str,
         *,
-        params: Mapping[str, Any] | None = None,
+        params: QueryParams | None = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -430,7 +434,7 @@ class PacklyHook(BaseHook):
         method: str,
         endpoint: str,
         *,
-        params: Mapping[str, Any] | None = None,
+        params: QueryParams | None = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -523,13 +527,13 @@ class PacklyHook(BaseHook):
             await self.arequest("GET", QUOTATION_PATH, params=quotation_params(items, shipping, encode=encode))
         )
 
-    def iter_orders(self, *, sort: str = "desc", limit: int = 50) -> Iterator[dict[str, Any]]:
+    def iter_orders(self, *, sort: str = "desc", limit: int = 50) -> Generator[dict[str, Any], None, None]:
         """Every order, page by page (zero-based ``page``), fetched only as far as it is read."""
         pager = OrderPager(limit=limit, sort=sort)
         while not pager.done:
             yield from pager.accept(json_body(self.request("GET", ORDERS_PATH, params=pager.params())))
 
-    async def aiter_orders(self, *, sort: str = "desc", limit: int = 50) -> AsyncIterator[dict[str, Any]]:
+    async def aiter_orders(self, *, sort: str = "desc", limit: int = 50) -> AsyncGenerator[dict[str, Any], None]:
         """``iter_orders`` for coroutines."""
         pager = OrderPager(limit=limit, sort=sort)
         while not pager.done:
@@ -588,7 +592,7 @@ def _body_limit(response: httpx.Response, limit: int | None) -> int | None:
 
 
 def _close_elsewhere(
-    client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop | None, closer: AsyncIterator[None] | None
+    client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop | None, closer: AsyncGenerator[None, None] | None
 ) -> None:
     """Close an async client that belongs to another event loop, without awaiting it here.
 
@@ -612,7 +616,7 @@ class _SharedAsyncClients:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[dict[Any, httpx.AsyncClient], Any]
+            asyncio.AbstractEventLoop, tuple[dict[Any, httpx.AsyncClient], AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
 
     async def get(
@@ -648,7 +652,7 @@ class _SharedAsyncClients:
             await entry[1].aclose()
 
 
-async def _close_at_loop_shutdown(clients: dict[Any, httpx.AsyncClient]) -> AsyncIterator[None]:
+async def _close_at_loop_shutdown(clients: dict[Any, httpx.AsyncClient]) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:

@@ -341,12 +341,12 @@ def _check_items(items: Any) -> list[dict[str, Any]]:
     items = _literal(items, "items")
     if isinstance(items, Mapping) or not isinstance(items, Iterable) or isinstance(items, (str, bytes)):
         raise PacklyValidationError(f"items must be a list of quotation items; got {type(items).__name__}.")
-    items = list(items)
-    if not items:
+    checked: list[dict[str, Any]] = list(items)
+    if not checked:
         raise PacklyValidationError("A quotation needs at least one item.")
-    for index, item in enumerate(items):
+    for index, item in enumerate(checked):
         validate_quotation_item(item, index)
-    return items
+    return checked
 
 
 class PacklyQuotationOperator(_PacklyBaseOperator):
