@@ -20,7 +20,7 @@ import threading
 import urllib.parse
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import anyio
 import httpx
@@ -492,15 +492,43 @@ class PacklyHook(BaseHook):
 
     # -- Packly's documented resources --------------------------------------------------------
 
+    @overload
+    def get_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: Literal["pdf"] = "pdf"
+    ) -> bytes: ...
+    @overload
+    def get_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: Literal["json"]
+    ) -> dict[str, Any]: ...
+    @overload
+    def get_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: str
+    ) -> bytes | dict[str, Any]: ...
     def get_dieline(
         self, article: str, material: str, width: float, depth: float, height: float, type: str = "pdf"
     ) -> bytes | dict[str, Any]:
         """A box's die-cut template: the PDF bytes, or for ``type="json"`` Packly's JSON answer
-        with the decoded PDF added as ``pdf``."""
+        with the decoded PDF added as ``pdf``.
+
+        Typed per ``type`` (overloads): a literal ``"pdf"`` (the default) gives ``bytes``, so
+        ``Path(...).write_bytes(hook.get_dieline(...))`` type-checks; ``"json"`` gives a dict.
+        """
         params = dieline_params(article, material, width, depth, height, type)
         response = self.request("GET", DIELINE_PATH, params=params)
         return read_dieline_json(json_body(response)) if type == "json" else response.content
 
+    @overload
+    async def aget_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: Literal["pdf"] = "pdf"
+    ) -> bytes: ...
+    @overload
+    async def aget_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: Literal["json"]
+    ) -> dict[str, Any]: ...
+    @overload
+    async def aget_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: str
+    ) -> bytes | dict[str, Any]: ...
     async def aget_dieline(
         self, article: str, material: str, width: float, depth: float, height: float, type: str = "pdf"
     ) -> bytes | dict[str, Any]:
