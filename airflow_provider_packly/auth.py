@@ -29,8 +29,9 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Awaitable, Callable, Generator, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generator, Hashable
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -48,9 +49,9 @@ from airflow_provider_packly.limits import current_deadline
 from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, SINGLE_ATTEMPT_EXTENSION, attempts_made
 
 __all__ = [
+    "TOKEN_CACHE",
     "AccessToken",
     "PacklyBearerAuth",
-    "TOKEN_CACHE",
     "TokenCache",
     "TokenSource",
     "build_token_request",
@@ -174,12 +175,15 @@ def _read_token(connection: PacklyConnection, response: httpx.Response) -> tuple
     if not response.is_success:
         body = read_error_body(response.content, content_type, connection_redactor(connection))
         if body.unreadable:
-            return _Refusal(f"HTTP {response.status_code}{tries}; {body.unreadable}. {_status_hint(response.status_code)}")
+            return _Refusal(
+                f"HTTP {response.status_code}{tries}; {body.unreadable}. {_status_hint(response.status_code)}"
+            )
         said = f"{body.code or 'error'}: {body.message or '(no message)'}"
         if body.items:
             said += " (" + "; ".join(str(item) for item in body.items) + ")"
         return _Refusal(
-            f"HTTP {response.status_code}{tries}, Packly said {said}. {_status_hint(response.status_code)}", code=body.code
+            f"HTTP {response.status_code}{tries}, Packly said {said}. {_status_hint(response.status_code)}",
+            code=body.code,
         )
 
     # A 2xx body may hold a token in an unexpected shape: describe it, never quote it.
@@ -249,7 +253,7 @@ def _read_expires_in(raw: Any, connection: PacklyConnection) -> float | _Refusal
     if isinstance(raw, float) and math.isnan(raw):
         return _Refusal("the token response's expires_in is NaN, not a number of seconds")
     if raw <= 0:
-        shown = f"{raw:g}" if isinstance(raw, float) else (str(raw) if raw > -10**20 else "a huge negative number")
+        shown = f"{raw:g}" if isinstance(raw, float) else (str(raw) if raw > -(10**20) else "a huge negative number")
         return _Refusal(f"the token response's expires_in is {shown}; a token must live for more than 0 seconds")
     return MAX_TOKEN_LIFETIME if raw >= MAX_TOKEN_LIFETIME else float(raw)
 
@@ -317,7 +321,7 @@ def refresh_backoff(failures: int, seconds_left: float, base: float = REFRESH_BA
     ``base`` doubled per failure in a row, but at most half the token's remaining life, so that
     another attempt comes before it expires; never less than ``min(base, 1)`` second.
     """
-    wait = min(base * 2 ** (failures - 1), seconds_left / 2)
+    wait = min(base * 2.0 ** (failures - 1), seconds_left / 2)
     return max(wait, min(base, 1.0))
 
 
@@ -378,7 +382,9 @@ class TokenCache:
             slot.flight = concurrent.futures.Future()
             return _Claim(flight=slot.flight, lead=True, fallback=valid)
 
-    def _settle(self, key: Hashable, flight: concurrent.futures.Future[AccessToken], outcome: AccessToken | BaseException) -> None:
+    def _settle(
+        self, key: Hashable, flight: concurrent.futures.Future[AccessToken], outcome: AccessToken | BaseException
+    ) -> None:
         with self._lock:
             slot = self._slots.setdefault(key, _Slot())
             if slot.flight is flight:
@@ -392,7 +398,12 @@ class TokenCache:
             flight.set_exception(outcome)
 
     def _fall_back(
-        self, key: Hashable, flight: concurrent.futures.Future[AccessToken], fallback: AccessToken, error: Exception, name: str
+        self,
+        key: Hashable,
+        flight: concurrent.futures.Future[AccessToken],
+        fallback: AccessToken,
+        error: Exception,
+        name: str,
     ) -> bool:
         """After a failed early refresh: keep ``fallback`` if it is still valid, and back off.
 
@@ -662,7 +673,9 @@ class TokenSource:
         ``single_attempt``: send the token request once, without the retry policy's retries.
         """
         sent_at = self._clock()
-        token = parse_token_response(self.connection, self._send(_token_request(self.connection, single_attempt)), sent_at)
+        token = parse_token_response(
+            self.connection, self._send(_token_request(self.connection, single_attempt)), sent_at
+        )
         if self._on_new_token is not None:
             self._on_new_token(token)
         return token

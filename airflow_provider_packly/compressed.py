@@ -18,7 +18,7 @@ Only the encodings httpx decodes without optional packages are checked (``gzip``
 from __future__ import annotations
 
 import zlib
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 

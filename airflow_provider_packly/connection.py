@@ -14,20 +14,21 @@ import dataclasses
 import hashlib
 import ipaddress
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_packly.exceptions import PacklyConnectionConfigError
 
 __all__ = [
     "DEFAULT_EXPIRES_IN",
-    "TlsSettings",
-    "DEFAULT_TOKEN_REFRESH_MARGIN",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_TOKEN_REFRESH_MARGIN",
     "ENVIRONMENTS",
     "LIVE_BASE_URL",
     "PacklyConnection",
+    "TlsSettings",
 ]
 
 #: The documented live host (from Packly's example request).
@@ -126,9 +127,7 @@ class PacklyConnection:
                 "Client Secret (password) field."
             )
         if self.environment not in ENVIRONMENTS:
-            raise PacklyConnectionConfigError(
-                f"{where} has environment {self.environment!r}; use 'sandbox' or 'live'."
-            )
+            raise PacklyConnectionConfigError(f"{where} has environment {self.environment!r}; use 'sandbox' or 'live'.")
         object.__setattr__(self, "base_url", _checked_base_url(self.base_url, where))
         if not self.scope:
             raise PacklyConnectionConfigError(f"{where} has an empty scope; leave it unset to use 'external'.")
@@ -147,7 +146,12 @@ class PacklyConnection:
                 f"{where} has retry_max_attempts {self.retry_max_attempts!r}; give a whole number, 1 or more "
                 "(1 turns retries off)."
             )
-        for name in ("retry_max_seconds", "retry_backoff_seconds", "retry_backoff_max_seconds", "retry_after_max_seconds"):
+        for name in (
+            "retry_max_seconds",
+            "retry_backoff_seconds",
+            "retry_backoff_max_seconds",
+            "retry_after_max_seconds",
+        ):
             if getattr(self, name) < 0:
                 raise PacklyConnectionConfigError(f"{where} has {name} {getattr(self, name)!r}; use 0 or more seconds.")
         if self.request_deadline_seconds is not None:
@@ -533,9 +537,7 @@ def _checked_base_url(raw: str, where: str) -> str:
     except ValueError:
         port_in_url = 0
     if port_in_url == 0:
-        raise PacklyConnectionConfigError(
-            f"{where} has Base URL {raw!r}, whose port is not a number from 1 to 65535."
-        )
+        raise PacklyConnectionConfigError(f"{where} has Base URL {raw!r}, whose port is not a number from 1 to 65535.")
     if parts.query or parts.fragment:
         raise PacklyConnectionConfigError(
             f"{where} has a query or fragment in its Base URL {raw!r}; give only scheme, host, port and path."
@@ -546,9 +548,8 @@ def _checked_base_url(raw: str, where: str) -> str:
             "Use https, or http only to a local sandbox on this machine (127.0.0.1, localhost, ::1)."
         )
     path = parts.path.rstrip("/")
-    if path.endswith("/v1"):
-        # The provider adds /v1/... itself; a base URL copied with it would double it.
-        path = path[: -len("/v1")]
+    # The provider adds /v1/... itself; a base URL copied with it would double it.
+    path = path.removesuffix("/v1")
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 

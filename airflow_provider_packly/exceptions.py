@@ -12,11 +12,13 @@ import base64
 import html
 import json
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote, quote_plus, unquote
 
 __all__ = [
+    "REDACT_EXTENSION",
     "PacklyAPIError",
     "PacklyAuthError",
     "PacklyConnectionConfigError",
@@ -24,7 +26,6 @@ __all__ = [
     "PacklyErrorItem",
     "PacklyIncompleteBodyError",
     "PacklyTransportError",
-    "REDACT_EXTENSION",
     "Redactor",
     "body_error",
     "quote_body",
@@ -132,7 +133,7 @@ def redactor_for(request: Any) -> Redactor:
 
 def _credential(authorization: str | None) -> tuple[str, ...]:
     """The credential of an ``Authorization`` value (``Bearer <token>``: the token)."""
-    scheme, _, credential = (authorization or "").partition(" ")
+    _scheme, _, credential = (authorization or "").partition(" ")
     return (credential.strip(),) if credential.strip() else ()
 
 
@@ -169,11 +170,18 @@ def _tls_problem(exc: BaseException) -> tuple[str, str] | None:
         detail = failure.verify_message or failure.reason or "verification failed"
         return (
             f"the server's TLS certificate could not be verified (CERTIFICATE_VERIFY_FAILED: {detail})",
-            "if Packly is reached through a private CA or a TLS-inspecting proxy, set the connection's "
-            "ca_bundle_path to that CA's PEM file",
+            (
+                "if Packly is reached through a private CA or a TLS-inspecting proxy, set the connection's "
+                "ca_bundle_path to that CA's PEM file"
+            ),
         )
     reason = failure.reason or ""
-    if "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason or "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason:
+    if (
+        "CERTIFICATE_REQUIRED" in reason
+        or "HANDSHAKE_FAILURE" in reason
+        or "UNKNOWN_CA" in reason
+        or "BAD_CERTIFICATE" in reason
+    ):
         return (
             f"the server refused the TLS handshake ({reason}): it wants a client certificate it trusts",
             "set the connection's client_cert_path (and client_key_path) to the certificate issued for it",

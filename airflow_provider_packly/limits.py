@@ -23,8 +23,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterator
 
 import httpx
 
@@ -127,7 +127,7 @@ def bound_body(response: httpx.Response, deadline: Deadline) -> None:
     if isinstance(inner, httpx.SyncByteStream):
         response.stream = _DeadlineStream(inner, deadline, response.request, split)
     else:
-        response.stream = _AsyncDeadlineStream(inner, deadline, response.request, split)  # type: ignore[arg-type]
+        response.stream = _AsyncDeadlineStream(inner, deadline, response.request, split)
 
 
 def _pieces(chunk: bytes, split: bool) -> Iterator[bytes]:

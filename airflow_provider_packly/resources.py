@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from airflow_provider_packly.exceptions import PacklyError
 
@@ -105,7 +106,9 @@ def _code(value: Any, name: str) -> str:
 validate_code = _code
 
 
-def dieline_params(article: Any, material: Any, width: Any, depth: Any, height: Any, type: str = "pdf") -> dict[str, str]:
+def dieline_params(
+    article: Any, material: Any, width: Any, depth: Any, height: Any, type: str = "pdf"
+) -> dict[str, str]:
     """Query parameters of ``GET /v1/reseller/dieline``, checked."""
     if type not in DIELINE_TYPES:
         raise PacklyValidationError(f"type must be 'pdf' or 'json'; got {type!r}.")
@@ -135,7 +138,9 @@ def validate_quotation_item(item: Any, index: int = 0) -> dict[str, Any]:
     """One quotation item, checked and normalised (values as Packly's query wants them)."""
     where = f"items[{index}]"
     if not isinstance(item, Mapping):
-        raise PacklyValidationError(f"{where} must be a mapping with article, material, width, depth, height; got {type(item).__name__}.")
+        raise PacklyValidationError(
+            f"{where} must be a mapping with article, material, width, depth, height; got {type(item).__name__}."
+        )
     missing = [key for key in ("article", "material", "width", "depth", "height") if key not in item]
     if missing:
         raise PacklyValidationError(f"{where} is missing {', '.join(missing)}.")
@@ -149,8 +154,12 @@ def validate_quotation_item(item: Any, index: int = 0) -> dict[str, Any]:
         references = [{"quantity": item["quantity"]}]
     if references is not None:
         if not isinstance(references, Sequence) or isinstance(references, (str, bytes)) or len(references) > 1:
-            raise PacklyValidationError(f"{where}.references must be a list of at most one {{'quantity': n}} (Packly's rule).")
-        normalised["references"] = [{"quantity": _quantity(ref, f"{where}.references[{i}]")} for i, ref in enumerate(references)]
+            raise PacklyValidationError(
+                f"{where}.references must be a list of at most one {{'quantity': n}} (Packly's rule)."
+            )
+        normalised["references"] = [
+            {"quantity": _quantity(ref, f"{where}.references[{i}]")} for i, ref in enumerate(references)
+        ]
     for flag in _OPTION_FLAGS:
         if flag in item:
             if not isinstance(item[flag], bool):
@@ -159,7 +168,8 @@ def validate_quotation_item(item: Any, index: int = 0) -> dict[str, Any]:
     if "manufacturing_time" in item:
         if item["manufacturing_time"] not in MANUFACTURING_TIMES:
             raise PacklyValidationError(
-                f"{where}.manufacturing_time must be one of {', '.join(MANUFACTURING_TIMES)}; got {item['manufacturing_time']!r}."
+                f"{where}.manufacturing_time must be one of {', '.join(MANUFACTURING_TIMES)}; "
+                f"got {item['manufacturing_time']!r}."
             )
         normalised["manufacturing_time"] = item["manufacturing_time"]
     unknown = sorted(set(item) - set(normalised) - {"quantity"})
@@ -179,7 +189,9 @@ def validate_shipping(shipping: Any) -> str | None:
     if shipping is None:
         return None
     if not isinstance(shipping, str) or not re.fullmatch(r"[A-Za-z]{2}", shipping.strip()):
-        raise PacklyValidationError(f"shipping must be an ISO 3166 two-letter country code such as 'IT'; got {shipping!r}.")
+        raise PacklyValidationError(
+            f"shipping must be an ISO 3166 two-letter country code such as 'IT'; got {shipping!r}."
+        )
     return shipping.strip().upper()
 
 

@@ -19,10 +19,9 @@ import logging
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-
-from typing import Awaitable, Callable
 
 import httpx
 import tenacity
@@ -34,10 +33,10 @@ __all__ = [
     "IDEMPOTENT_EXTENSION",
     "NOT_RESENT_EXTENSION",
     "SINGLE_ATTEMPT_EXTENSION",
-    "is_idempotent",
-    "may_have_been_applied",
     "RetryPolicy",
     "attempts_made",
+    "is_idempotent",
+    "may_have_been_applied",
     "parse_retry_after",
 ]
 
@@ -107,7 +106,11 @@ def is_idempotent(request: httpx.Request) -> bool:
 
 def may_have_been_applied(request: httpx.Request, failure: BaseException) -> bool:
     """A write that failed once it may have reached Packly: never resent, and said so."""
-    return isinstance(failure, TRANSPORT_FAILURES) and not isinstance(failure, NOT_SENT_ERRORS) and not is_idempotent(request)
+    return (
+        isinstance(failure, TRANSPORT_FAILURES)
+        and not isinstance(failure, NOT_SENT_ERRORS)
+        and not is_idempotent(request)
+    )
 
 
 def _note_not_resent(request: httpx.Request, outcome: httpx.Response | BaseException) -> None:
@@ -180,13 +183,15 @@ class RetryPolicy:
 
     def call(self, send_once: Callable[[httpx.Request], httpx.Response], request: httpx.Request) -> httpx.Response:
         """``send_once(request)``, retried by this policy."""
+        outcome: httpx.Response | Exception
         try:
-            outcome: httpx.Response | Exception = send_once(request)
+            response = send_once(request)
         except TRANSPORT_FAILURES as exc:
             outcome = exc
         else:
-            if outcome.status_code not in _STATUSES_WORTH_A_LOOK:
-                return outcome  # the usual case, decided without building anything
+            if response.status_code not in _STATUSES_WORTH_A_LOOK:
+                return response  # the usual case, decided without building anything
+            outcome = response
         if self.reason(request, outcome) is None:
             _note_not_resent(request, outcome)
             return _unwrap(outcome)
@@ -196,13 +201,15 @@ class RetryPolicy:
         self, send_once: Callable[[httpx.Request], Awaitable[httpx.Response]], request: httpx.Request
     ) -> httpx.Response:
         """``call`` for coroutines."""
+        outcome: httpx.Response | Exception
         try:
-            outcome: httpx.Response | Exception = await send_once(request)
+            response = await send_once(request)
         except TRANSPORT_FAILURES as exc:
             outcome = exc
         else:
-            if outcome.status_code not in _STATUSES_WORTH_A_LOOK:
-                return outcome
+            if response.status_code not in _STATUSES_WORTH_A_LOOK:
+                return response
+            outcome = response
         if self.reason(request, outcome) is None:
             _note_not_resent(request, outcome)
             return _unwrap(outcome)

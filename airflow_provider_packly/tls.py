@@ -111,6 +111,12 @@ class SslContexts:
     def __len__(self) -> int:
         return len(self._contexts)
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: a new lock, since another thread of the parent may have held this one
+        at the fork (the child would then wait for it forever). The contexts hold no connection
+        and are kept."""
+        self._lock = threading.Lock()
+
 
 #: The process-wide contexts every ``PacklyHook`` uses.
 SSL_CONTEXTS = SslContexts()

@@ -108,12 +108,8 @@ PACKAGES = (
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="a smoke run in seconds; numbers not meaningful"
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run in seconds; numbers not meaningful")
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -228,8 +224,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         _goal(
             "4",
             "memory per waiting trigger < 50 KB",
-            f"{per_trigger / 1024:.1f} KiB"
-            + ("" if trig["memory"]["all_waiting"] else " (not all were waiting)"),
+            f"{per_trigger / 1024:.1f} KiB" + ("" if trig["memory"]["all_waiting"] else " (not all were waiting)"),
             per_trigger < 50_000,
         )
     )
@@ -316,9 +311,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         ).as_dict("packly-hook-async"),
     }
 
-    results["in_process"]["breakdown"] = overhead.breakdown(
-        number=settings.breakdown_number, repeat=5
-    )
+    results["in_process"]["breakdown"] = overhead.breakdown(number=settings.breakdown_number, repeat=5)
 
     with bench_server() as server:
         os.environ["AIRFLOW_CONN_BENCH_HTTP"] = http_connection_json(server.base_url)
@@ -384,14 +377,9 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
             "slow_token_delay_ms": tokens.SLOW_TOKEN_DELAY * 1000,
             "heartbeat_ms": tokens.HEARTBEAT_SECONDS * 1000,
             "stall_rounds": settings.stall_rounds,
-            "async_client_creation_ms": tokens.async_client_creation_ms(
-                max(3, settings.stall_rounds)
-            ).as_dict(),
+            "async_client_creation_ms": tokens.async_client_creation_ms(max(3, settings.stall_rounds)).as_dict(),
             "masker_growth": tokens.masker_growth(settings.masker_sizes),
-            "stall": {
-                name: {"worst_gap_ms": r.worst_gap_ms.as_dict(), "note": r.note}
-                for name, r in stall.items()
-            },
+            "stall": {name: {"worst_gap_ms": r.worst_gap_ms.as_dict(), "note": r.note} for name, r in stall.items()},
         }
 
     step(f"4. triggerer scale: {settings.triggers} triggers for {settings.trigger_window:g} s")

@@ -46,72 +46,63 @@ class Server:
     def reset(self, token_delay: float | None = None) -> None:
         """Zero the counters, and set the token endpoint's delay (only the benchmark server has this)."""
         query = "" if token_delay is None else f"?token_delay={token_delay}"
-        request = urllib.request.Request(
-            self.base_url + "/_bench/reset" + query, method="POST", data=b""
-        )
+        request = urllib.request.Request(self.base_url + "/_bench/reset" + query, method="POST", data=b"")
         with urllib.request.urlopen(request, timeout=10) as answer:
             answer.read()
 
 
 @contextlib.contextmanager
-def serve(
-    argv: Sequence[str], stats_path: str, *, startup_timeout: float = 60.0
-) -> Iterator[Server]:
+def serve(argv: Sequence[str], stats_path: str, *, startup_timeout: float = 60.0) -> Iterator[Server]:
     """Run ``python <argv>`` until it prints ``listening on URL``; stop it at the end.
 
     Its stdout is drained by a thread (a full pipe would block the server); stderr goes to a
     temporary file shown if the server fails to start.
     """
-    errors = tempfile.TemporaryFile(mode="w+")
-    process = subprocess.Popen(
-        [sys.executable, *argv],
-        stdout=subprocess.PIPE,
-        stderr=errors,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert process.stdout is not None
-        found: list[str] = []
-        ready = threading.Event()
-
-        def read() -> None:
-            for line in process.stdout:  # type: ignore[union-attr]
-                if not found:
-                    match = _LISTENING.search(line)
-                    if match:
-                        found.append(match.group(1))
-                        ready.set()
-            ready.set()
-
-        threading.Thread(target=read, name="bench-server-stdout", daemon=True).start()
-        if not ready.wait(startup_timeout) or not found:
-            errors.seek(0)
-            raise RuntimeError(f"server {' '.join(argv)} did not start:\n{errors.read()[-3000:]}")
-        yield Server(base_url=found[0], process=process, stats_path=stats_path)
-    finally:
-        process.terminate()
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        process = subprocess.Popen(
+            [sys.executable, *argv],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        errors.close()
+            assert process.stdout is not None
+            found: list[str] = []
+            ready = threading.Event()
+
+            def read() -> None:
+                for line in process.stdout:  # type: ignore[union-attr]
+                    if not found:
+                        match = _LISTENING.search(line)
+                        if match:
+                            found.append(match.group(1))
+                            ready.set()
+                ready.set()
+
+            threading.Thread(target=read, name="bench-server-stdout", daemon=True).start()
+            if not ready.wait(startup_timeout) or not found:
+                errors.seek(0)
+                raise RuntimeError(f"server {' '.join(argv)} did not start:\n{errors.read()[-3000:]}")
+            yield Server(base_url=found[0], process=process, stats_path=stats_path)
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def bench_server(
-    token_delay: float = 0.0, token_lifetime: int = 3600
-) -> contextlib.AbstractContextManager[Server]:
+def bench_server(token_delay: float = 0.0, token_lifetime: int = 3600) -> contextlib.AbstractContextManager[Server]:
     """The tiny benchmark server (``benchmarks.server``) in a subprocess."""
     argv = ["-m", "benchmarks.server", "--port", "0", "--token-delay", str(token_delay)]
     argv += ["--token-lifetime", str(token_lifetime)]
     return serve(argv, "/_bench/stats")
 
 
-def sandbox_server(
-    *, order_step_seconds: float, token_lifetime: int
-) -> contextlib.AbstractContextManager[Server]:
+def sandbox_server(*, order_step_seconds: float, token_lifetime: int) -> contextlib.AbstractContextManager[Server]:
     """The provider's own sandbox (``python -m airflow_provider_packly.sandbox``) in a subprocess."""
     argv = ["-m", "airflow_provider_packly.sandbox", "--port", "0"]
     argv += [

@@ -19,7 +19,9 @@ from typing import Any
 
 from benchmarks._common import Spread
 
-PROVIDER_IMPORT = "import airflow.sdk; import airflow_provider_packly.operators.packly, airflow_provider_packly.sensors.packly"
+PROVIDER_IMPORT = (
+    "import airflow.sdk; import airflow_provider_packly.operators.packly, airflow_provider_packly.sensors.packly"
+)
 _LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)\s*$")
 
 
@@ -37,9 +39,7 @@ def parse_importtime(stderr: str) -> list[ImportLine]:
         match = _LINE.match(raw)
         if match:
             self_us, cumulative_us, indent, module = match.groups()
-            lines.append(
-                ImportLine(int(self_us), int(cumulative_us), (len(indent) - 1) // 2, module)
-            )
+            lines.append(ImportLine(int(self_us), int(cumulative_us), (len(indent) - 1) // 2, module))
     return lines
 
 
@@ -80,15 +80,8 @@ def measure(runs: int, *, warm: bool = True) -> dict[str, Any]:
         "runs": runs,
         "provider_ms": Spread.of(totals).as_dict(),
         "modules_imported": module_count,
-        "heaviest": [
-            {"module": module, "self_ms": statistics.median(times) / 1000}
-            for module, times in ranked[:10]
-        ],
+        "heaviest": [{"module": module, "self_ms": statistics.median(times) / 1000} for module, times in ranked[:10]],
         "third_party": sorted(
-            {
-                line.split(".")[0]
-                for line in heaviest
-                if not line.startswith(("airflow_provider_packly", "airflow"))
-            }
+            {line.split(".")[0] for line in heaviest if not line.startswith(("airflow_provider_packly", "airflow"))}
         ),
     }

@@ -116,12 +116,8 @@ def compare_async(
                 )
                 if server is not None:
                     await asyncio.to_thread(server.reset)
-                    comparison.failures[contender.name] += await run_concurrently(
-                        contender.call, calls, concurrency
-                    )
-                    comparison.notes[contender.name] = await asyncio.to_thread(
-                        _connections_note, server
-                    )
+                    comparison.failures[contender.name] += await run_concurrently(contender.call, calls, concurrency)
+                    comparison.notes[contender.name] = await asyncio.to_thread(_connections_note, server)
 
             sizes = _slice_sizes(calls, slices)
             for round_number in range(rounds):
@@ -131,9 +127,7 @@ def compare_async(
                     for contender in rotated(contenders, round_number + slice_number):
                         failures = 0
 
-                        async def work(
-                            contender: AsyncContender = contender, size: int = size
-                        ) -> None:
+                        async def work(contender: AsyncContender = contender, size: int = size) -> None:
                             nonlocal failures
                             failures = await run_concurrently(contender.call, size, concurrency)
 
@@ -151,22 +145,16 @@ def compare_async(
 
 def _connections_note(server: Server) -> str:
     stats = server.stats()
-    return (
-        f"{stats['connections']} TCP connection(s) for {stats['api_requests']:,} requests (census)"
-    )
+    return f"{stats['connections']} TCP connection(s) for {stats['api_requests']:,} requests (census)"
 
 
-def concurrency_sweep(
-    server: Server, *, levels: list[int], calls: int, rounds: int
-) -> dict[str, Any]:
+def concurrency_sweep(server: Server, *, levels: list[int], calls: int, rounds: int) -> dict[str, Any]:
     """Throughput (requests per second, median of ``rounds``) of each async client at each concurrency."""
     target = Target(server.base_url, in_process=False)
 
     async def main() -> dict[str, Any]:
         contenders = [cls(target) for cls in ASYNC_CONTENDERS]
-        seconds: dict[str, dict[int, list[float]]] = {
-            c.name: {level: [] for level in levels} for c in contenders
-        }
+        seconds: dict[str, dict[int, list[float]]] = {c.name: {level: [] for level in levels} for c in contenders}
         try:
             for contender in contenders:
                 await contender.open()
@@ -175,9 +163,7 @@ def concurrency_sweep(
                 collect_garbage()
                 for level in levels:
                     for contender in rotated(contenders, round_number + level):
-                        run: Callable[[], Any] = lambda c=contender, n=level: run_concurrently(
-                            c.call, calls, n
-                        )
+                        run: Callable[[], Any] = lambda c=contender, n=level: run_concurrently(c.call, calls, n)
                         seconds[contender.name][level].append(await atimed(run))
         finally:
             for contender in contenders:
@@ -188,10 +174,7 @@ def concurrency_sweep(
             "rounds": rounds,
             "labels": {c.name: c.label for c in contenders},
             "throughput": {
-                name: {
-                    str(level): Spread.of([calls / t for t in times]).as_dict()
-                    for level, times in by_level.items()
-                }
+                name: {str(level): Spread.of([calls / t for t in times]).as_dict() for level, times in by_level.items()}
                 for name, by_level in seconds.items()
             },
         }
@@ -223,7 +206,7 @@ def breakdown(*, number: int, repeat: int) -> dict[str, Any]:
     def piece(name: str, make: Callable[[], Callable[[], Any]]) -> None:
         try:
             pieces[name] = per_call(make())
-        except Exception:  # the provider changed shape: say so, do not fail the suite
+        except Exception:  # noqa: BLE001 - the provider changed shape: say so, do not fail the suite
             pieces[name] = None
 
     try:
@@ -278,15 +261,11 @@ def breakdown(*, number: int, repeat: int) -> dict[str, Any]:
                         await fn()
                     times.append(time.perf_counter() - start)
                 return statistics.median(times) / loops * 1e6
-            except Exception:
+            except Exception:  # noqa: BLE001 - as in piece(): a piece that changed shape is left out
                 return None
 
-        pieces["await TokenSource.aget() with a cached token"] = await per_acall(
-            lambda: ahook._tokens.aget
-        )
-        pieces["await PacklyHook.aget_client() (called by every arequest)"] = await per_acall(
-            lambda: ahook.aget_client
-        )
+        pieces["await TokenSource.aget() with a cached token"] = await per_acall(lambda: ahook._tokens.aget)
+        pieces["await PacklyHook.aget_client() (called by every arequest)"] = await per_acall(lambda: ahook.aget_client)
         await contender.close()
 
     asyncio.run(async_pieces())

@@ -47,7 +47,10 @@ def comparison_table(comparison: dict[str, Any], labels: dict[str, str], ours: s
     lines = [
         intro,
         "",
-        f"| client | time vs `{comparison['baseline']}` | µs per call | `{ours}` time vs this client | failed calls | notes |",
+        (
+            f"| client | time vs `{comparison['baseline']}` | µs per call "
+            f"| `{ours}` time vs this client | failed calls | notes |"
+        ),
         "|---|---|---|---|---|---|",
     ]
     for name, row in comparison["contenders"].items():
@@ -82,18 +85,14 @@ def render_markdown(results: dict[str, Any]) -> str:
     )
     if results["mode"] == "quick":
         add("")
-        add(
-            "**Quick mode**: a smoke run with a few calls per case; these numbers are not meaningful."
-        )
+        add("**Quick mode**: a smoke run with a few calls per case; these numbers are not meaningful.")
     add("")
     add("## Goals")
     add("")
     add("| # | goal | measured | met? |")
     add("|---|---|---|---|")
     for goal in results["goals"]:
-        add(
-            f"| {goal['section']} | {goal['goal']} | {goal['measured']} | {'met' if goal['met'] else '**missed**'} |"
-        )
+        add(f"| {goal['section']} | {goal['goal']} | {goal['measured']} | {'met' if goal['met'] else '**missed**'} |")
     add("")
 
     inproc = results["in_process"]
@@ -117,10 +116,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     pieces = inproc.get("breakdown")
     if pieces:
         sync_rows = inproc["sync"]["contenders"]
-        extra = (
-            sync_rows["packly-hook"]["us_per_call"]["median"]
-            - sync_rows["raw-httpx"]["us_per_call"]["median"]
-        )
+        extra = sync_rows["packly-hook"]["us_per_call"]["median"] - sync_rows["raw-httpx"]["us_per_call"]["median"]
         add("### Where PacklyHook's per-call overhead goes")
         add("")
         add(
@@ -180,8 +176,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         aio = rows["packly-hook-aiohttp"]["us_per_call"]["median"]
         airflow = rows["airflow-httpasynchook-session"]["us_per_call"]["median"]
         add(
-            f"At concurrency {results['settings']['concurrency']} over loopback, `packly-hook-async` on httpx's default "
-            f"transport takes {ours:,.0f} µs per call; given httpx-aiohttp's transport "
+            f"At concurrency {results['settings']['concurrency']} over loopback, `packly-hook-async` on httpx's "
+            f"default transport takes {ours:,.0f} µs per call; given httpx-aiohttp's transport "
             f"(`PacklyHook(async_transport=AiohttpTransport())`) {aio:,.0f} µs ({ours / aio:.1f}x less); "
             f"Airflow's `HttpAsyncHook` in a session {airflow:,.0f} µs."
         )
@@ -237,16 +233,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         add("")
         add("| N secrets registered | " + " | ".join(f"{int(n):,}" for n in sizes) + " |")
         add("|---|" + "---|" * len(sizes))
-        add(
-            "| registering one more | "
-            + " | ".join(f"{growth[n]['add_ms']:.2f} ms" for n in sizes)
-            + " |"
-        )
-        add(
-            "| redacting one log line | "
-            + " | ".join(f"{growth[n]['redact_us']:.1f} µs" for n in sizes)
-            + " |"
-        )
+        add("| registering one more | " + " | ".join(f"{growth[n]['add_ms']:.2f} ms" for n in sizes) + " |")
+        add("| redacting one log line | " + " | ".join(f"{growth[n]['redact_us']:.1f} µs" for n in sizes) + " |")
         add("")
     creation = tokens.get("async_client_creation_ms")
     if creation:
@@ -303,9 +291,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     )
     row(
         "sockets open: most at once; distinct seen",
-        lambda d: (
-            f"{d['sockets_max']}; {d['sockets_distinct']} (a pool holds at most {trig['pool_max_connections']})"
-        ),
+        lambda d: f"{d['sockets_max']}; {d['sockets_distinct']} (a pool holds at most {trig['pool_max_connections']})",
     )
     add(
         f"| memory per waiting trigger (tracemalloc) | {memory['bytes_per_trigger'] / 1024:.1f} KiB |"
@@ -321,9 +307,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     )
     row(
         "longest garbage collection in the window",
-        lambda d: (
-            f"{_number(d['gc_pause_worst_ms'])} ms (generation {d['gc_pause_worst_generation']})"
-        ),
+        lambda d: f"{_number(d['gc_pause_worst_ms'])} ms (generation {d['gc_pause_worst_generation']})",
     )
     row(
         "full (generation 2) collections: count, total time",
@@ -352,9 +336,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     add("| allocated at | bytes per trigger | blocks per trigger |")
     add("|---|---|---|")
     for row in memory["top_allocations"]:
-        add(
-            f"| `{row['where']}` | {row['bytes_per_trigger']:,.0f} | {row['blocks_per_trigger']:.1f} |"
-        )
+        add(f"| `{row['where']}` | {row['bytes_per_trigger']:,.0f} | {row['blocks_per_trigger']:.1f} |")
     add("")
 
     imports = results["imports"]
@@ -375,8 +357,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "Nothing outside the provider's own modules is imported beyond `airflow.sdk` (httpx, anyio and "
         "tenacity come with Airflow already)"
         if not [m for m in imports["third_party"] if m not in ("gc",)]
-        else "Packages first imported by the provider: "
-        + ", ".join(f"`{m}`" for m in imports["third_party"])
+        else "Packages first imported by the provider: " + ", ".join(f"`{m}`" for m in imports["third_party"])
     )
     add("")
 
@@ -401,9 +382,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     add("## How to reproduce")
     add("")
     add("```bash")
-    add(
-        "./dev bench            # syncs .venv with the bench group, runs the full suite (about 5-8 minutes)"
-    )
+    add("./dev bench            # syncs .venv with the bench group, runs the full suite (about 5-8 minutes)")
     add("./dev bench --quick    # a smoke run in seconds (numbers not meaningful)")
     add("./dev bench --output-dir /tmp/bench --json /tmp/bench/results.json")
     add("```")
@@ -425,22 +404,16 @@ def console_table(results: dict[str, Any]) -> str:
         ("loopback, sync", results["loopback"]["sync"], "packly-hook"),
         ("loopback, async", results["loopback"]["async"], "packly-hook-async"),
     ):
-        lines.append(
-            f"{title} ({comparison['calls']} calls): time vs {comparison['baseline']}; {ours}'s time vs each"
-        )
+        lines.append(f"{title} ({comparison['calls']} calls): time vs {comparison['baseline']}; {ours}'s time vs each")
         for name, row in comparison["contenders"].items():
             if not row.get("ratio"):
                 lines.append(f"  {name:32} n/a ({row.get('note', '')})")
                 continue
             versus = comparison["versus_ours"].get(name) if name != ours else None
-            lines.append(
-                f"  {name:32} {_spread(row['ratio']):22} {_spread(versus) if versus else '-'}"
-            )
+            lines.append(f"  {name:32} {_spread(row['ratio']):22} {_spread(versus) if versus else '-'}")
     lines.append("token requests (coroutines / threads / wrong secret):")
     for name, row in results["tokens"]["counts"].items():
-        lines.append(
-            f"  {name:32} {row['coroutines']} / {row['threads']} / {row['wrong_credentials']}"
-        )
+        lines.append(f"  {name:32} {row['coroutines']} / {row['threads']} / {row['wrong_credentials']}")
     lines.append("goals:")
     for goal in results["goals"]:
         lines.append(f"  [{'met' if goal['met'] else 'MISSED'}] {goal['goal']}: {goal['measured']}")
@@ -471,9 +444,7 @@ def plot(results: dict[str, Any], output_dir: Path) -> list[Path]:
         ax.set_xticklabels([str(level) for level in sweep["levels"]])
         ax.set_xlabel("concurrent coroutines")
         ax.set_ylabel("requests per second (median; band: min-max)")
-        ax.set_title(
-            f"Async clients over loopback, {results['machine']['cpu_count']} cores shared with the server"
-        )
+        ax.set_title(f"Async clients over loopback, {results['machine']['cpu_count']} cores shared with the server")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

@@ -104,9 +104,7 @@ class BenchApp:
                 self.token_delay = float(delay)
             await _respond(send, 200, b"{}")
         else:
-            await _respond(
-                send, 404, b'{"error": {"code": "NOT_FOUND", "message": "no such path"}}'
-            )
+            await _respond(send, 404, b'{"error": {"code": "NOT_FOUND", "message": "no such path"}}')
 
     def _count_connection(self, scope: dict[str, Any]) -> None:
         client = scope.get("client")
@@ -127,17 +125,11 @@ async def _respond(send: Any, status: int, body: bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.server", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.server", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 for any free port (default)")
-    parser.add_argument(
-        "--token-delay", type=float, default=0.0, help="seconds the token endpoint waits"
-    )
-    parser.add_argument(
-        "--token-lifetime", type=int, default=3600, help="expires_in of issued tokens"
-    )
+    parser.add_argument("--token-delay", type=float, default=0.0, help="seconds the token endpoint waits")
+    parser.add_argument("--token-lifetime", type=int, default=3600, help="expires_in of issued tokens")
     args = parser.parse_args(argv)
 
     import uvicorn

@@ -96,7 +96,7 @@ def _threads(n: int, one: Callable[[int], Any]) -> Callable[[], list[Any]]:
             barrier.wait()
             try:
                 outcomes[i] = one(i)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the thread's outcome, whatever it is, is what run() returns
                 outcomes[i] = exc
 
         workers = [threading.Thread(target=body, args=(i,)) for i in range(n)]
@@ -113,9 +113,7 @@ def _errors(outcomes: list[Any]) -> int:
     return sum(isinstance(o, BaseException) for o in outcomes)
 
 
-def _check_errors(
-    name: str, case: str, outcomes: list[Any], expected: int, counts: TokenCounts
-) -> None:
+def _check_errors(name: str, case: str, outcomes: list[Any], expected: int, counts: TokenCounts) -> None:
     errors = _errors(outcomes)
     if errors != expected:
         first = next((o for o in outcomes if isinstance(o, BaseException)), None)
@@ -136,9 +134,7 @@ def packly_counts(server: Server, *, coroutines: int, threads: int, waiters: int
     def in_loop(n: int, conn_id: str) -> Callable[[], list[Any]]:
         async def main() -> list[Any]:
             try:
-                return await asyncio.gather(
-                    *(one_async(conn_id) for _ in range(n)), return_exceptions=True
-                )
+                return await asyncio.gather(*(one_async(conn_id) for _ in range(n)), return_exceptions=True)
             finally:
                 await PacklyHook.aclose_shared_clients()
 
@@ -157,9 +153,7 @@ def packly_counts(server: Server, *, coroutines: int, threads: int, waiters: int
     return counts
 
 
-def httpx_auth_counts(
-    server: Server, *, coroutines: int, threads: int, waiters: int
-) -> TokenCounts:
+def httpx_auth_counts(server: Server, *, coroutines: int, threads: int, waiters: int) -> TokenCounts:
     import httpx_auth
 
     counts = TokenCounts()
@@ -198,9 +192,7 @@ def httpx_auth_counts(
     return counts
 
 
-def authlib_counts(
-    server: Server, *, coroutines: int, threads: int, waiters: int, mode: str
-) -> TokenCounts:
+def authlib_counts(server: Server, *, coroutines: int, threads: int, waiters: int, mode: str) -> TokenCounts:
     """``mode``: ``auto-refresh`` (an expired token in the client) or ``fetch_token``."""
     clients = authlib_module()
     counts = TokenCounts()
@@ -345,10 +337,7 @@ def loop_stall(server: Server, *, rounds: int) -> dict[str, StallResult]:
             _clear_caches()
             worst[name].append(asyncio.run(case()))
     server.reset(token_delay=0.0)
-    return {
-        name: StallResult(Spread.of(values), rounds, cases[name][1])
-        for name, values in worst.items()
-    }
+    return {name: StallResult(Spread.of(values), rounds, cases[name][1]) for name, values in worst.items()}
 
 
 def async_client_creation_ms(rounds: int) -> Spread:

@@ -84,9 +84,7 @@ def run(
             "--token-refresh-margin",
             str(token_refresh_margin),
         ]
-        report = _child(
-            [*argv, "--output", str(scratch / "triggerer.json")], env, scratch / "triggerer.json"
-        )
+        report = _child([*argv, "--output", str(scratch / "triggerer.json")], env, scratch / "triggerer.json")
         if aiohttp_variant:
             variant_path = scratch / "triggerer-aiohttp.json"
             variant = _child(
@@ -131,9 +129,7 @@ def _use_aiohttp_transport() -> None:
     from airflow_provider_packly.hooks.packly import PacklyHook
     from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger
 
-    transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-        weakref.WeakKeyDictionary()
-    )
+    transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def make_hook(self: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -193,10 +189,7 @@ def _polls_idle() -> bool:
     semaphore = triggers_module._poll_slots.get(asyncio.get_running_loop())
     if semaphore is None:
         return True
-    return (
-        semaphore._value == triggers_module.PacklyOrderStatusTrigger.max_polls_in_flight
-        and not semaphore._waiters
-    )
+    return semaphore._value == triggers_module.PacklyOrderStatusTrigger.max_polls_in_flight and not semaphore._waiters
 
 
 async def _wait_until_polled(base_url: str, expected: int, timeout: float) -> bool:
@@ -233,9 +226,7 @@ async def memory_phase(base_url: str, triggers: int) -> dict[str, Any]:
         tracemalloc.stop()
     await _cancel(tasks)
     filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
-    differences = snapshot.filter_traces(filters).compare_to(
-        baseline.filter_traces(filters), "lineno"
-    )
+    differences = snapshot.filter_traces(filters).compare_to(baseline.filter_traces(filters), "lineno")
     total = sum(stat.size_diff for stat in differences)
     top = [
         {
@@ -260,9 +251,7 @@ def _short(filename: str) -> str:
     return filename.replace(str(Path.cwd()) + "/", "")
 
 
-async def scale_phase(
-    base_url: str, triggers: int, window: float, poll_interval: float
-) -> dict[str, Any]:
+async def scale_phase(base_url: str, triggers: int, window: float, poll_interval: float) -> dict[str, Any]:
     from airflow_provider_packly.auth import TOKEN_CACHE
 
     TOKEN_CACHE.clear()
@@ -303,9 +292,7 @@ async def scale_phase(
     cpu_before = time.process_time()
     gc.callbacks.append(on_gc)
     beating = asyncio.create_task(heartbeat())
-    tasks = [
-        asyncio.create_task(_drive(t, events)) for t in _make_triggers(triggers, poll_interval)
-    ]
+    tasks = [asyncio.create_task(_drive(t, events)) for t in _make_triggers(triggers, poll_interval)]
     await asyncio.sleep(window)
     stop.set()
     await beating

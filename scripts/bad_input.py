@@ -26,8 +26,9 @@ import sys
 import time
 import traceback
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -85,7 +86,7 @@ class Outcome:
     @property
     def shown(self) -> str:
         """The part of the message after the common prefix that says who was refused."""
-        prefix, found, reason = self.message.partition("/v1/oauth2/token): ")
+        _prefix, found, reason = self.message.partition("/v1/oauth2/token): ")
         return reason if found else self.message
 
 
@@ -143,7 +144,12 @@ def _echo(status: int, template: str, content_type: str = "text/html") -> Callab
 
     def answer(request: httpx.Request) -> httpx.Response:
         text = template
-        for name, value in (("auth", request.headers["authorization"]), ("token", ISSUED_TOKEN), ("secret", CLIENT_SECRET), ("basic", BASIC)):
+        for name, value in (
+            ("auth", request.headers["authorization"]),
+            ("token", ISSUED_TOKEN),
+            ("secret", CLIENT_SECRET),
+            ("basic", BASIC),
+        ):
             text = text.replace("{" + name + "}", value)
         return httpx.Response(status, content=text.encode(), headers={"content-type": content_type})
 
@@ -202,7 +208,9 @@ def _fresh_api_answer(make: Callable[[], httpx.Response], deadline: float = 1) -
         return make()
 
     def run() -> Any:
-        with PacklyHook(connection=_connection(request_deadline_seconds=deadline), transport=httpx.MockTransport(answer)) as hook:
+        with PacklyHook(
+            connection=_connection(request_deadline_seconds=deadline), transport=httpx.MockTransport(answer)
+        ) as hook:
             return hook.request("GET", "/v1/reseller/orders")
 
     return run
@@ -268,72 +276,367 @@ _ENVELOPE = {
 _TOKEN = {"token_type": "bearer", "access_token": ISSUED_TOKEN, "expires_in": 3600}
 
 CASES: tuple[Case, ...] = (
-    Case("token", "access_token missing", _token_answer(_json({"token_type": "bearer", "expires_in": 60})), "access_token is missing"),
+    Case(
+        "token",
+        "access_token missing",
+        _token_answer(_json({"token_type": "bearer", "expires_in": 60})),
+        "access_token is missing",
+    ),
     Case("token", "access_token empty", _token_answer(_json({**_TOKEN, "access_token": ""})), "access_token is empty"),
-    Case("token", "access_token a number", _token_answer(_json({**_TOKEN, "access_token": 12345})), "access_token is not a string (int)"),
+    Case(
+        "token",
+        "access_token a number",
+        _token_answer(_json({**_TOKEN, "access_token": 12345})),
+        "access_token is not a string (int)",
+    ),
     Case("token", "token_type missing", _token_answer(_json({"access_token": ISSUED_TOKEN})), "token_type is missing"),
-    Case("token", "token_type 'mac'", _token_answer(_json({**_TOKEN, "token_type": "mac"})), "token_type 'mac'; only 'bearer'"),
-    Case("token", "not JSON (text/plain)", _token_answer(_json(f"access_token={ISSUED_TOKEN}".encode(), content_type="text/plain")), "was not JSON"),
-    Case("token", "HTML login page, HTTP 200", _token_answer(_json(b"<html><body>Sign in</body></html>", content_type="text/html")), "(HTTP 200, text/html, 33 bytes) was not JSON"),
+    Case(
+        "token",
+        "token_type 'mac'",
+        _token_answer(_json({**_TOKEN, "token_type": "mac"})),
+        "token_type 'mac'; only 'bearer'",
+    ),
+    Case(
+        "token",
+        "not JSON (text/plain)",
+        _token_answer(_json(f"access_token={ISSUED_TOKEN}".encode(), content_type="text/plain")),
+        "was not JSON",
+    ),
+    Case(
+        "token",
+        "HTML login page, HTTP 200",
+        _token_answer(_json(b"<html><body>Sign in</body></html>", content_type="text/html")),
+        "(HTTP 200, text/html, 33 bytes) was not JSON",
+    ),
     Case("token", "empty body, HTTP 200", _token_answer(_json(b"")), "0 bytes) was not JSON"),
     Case("token", "JSON array", _token_answer(_json([_TOKEN])), "JSON but not an object (list)"),
-    Case("token", "huge body (5 MB)", _token_answer(_json({**_TOKEN, "padding": "x" * 5_000_000})), "far more than a token response"),
+    Case(
+        "token",
+        "huge body (5 MB)",
+        _token_answer(_json({**_TOKEN, "padding": "x" * 5_000_000})),
+        "far more than a token response",
+    ),
     Case("token", "expires_in negative", _token_answer(_json({**_TOKEN, "expires_in": -60})), "expires_in is -60"),
-    Case("token", "expires_in zero", _token_answer(_json({**_TOKEN, "expires_in": 0})), "must live for more than 0 seconds"),
-    Case("token", "expires_in a word", _token_answer(_json({**_TOKEN, "expires_in": "an hour"})), "'an hour', not a number"),
+    Case(
+        "token",
+        "expires_in zero",
+        _token_answer(_json({**_TOKEN, "expires_in": 0})),
+        "must live for more than 0 seconds",
+    ),
+    Case(
+        "token",
+        "expires_in a word",
+        _token_answer(_json({**_TOKEN, "expires_in": "an hour"})),
+        "'an hour', not a number",
+    ),
     Case("token", "expires_in a numeric string", _token_answer(_json({**_TOKEN, "expires_in": "3600"})), None),
-    Case("token", "expires_in absent (default lifetime)", _token_answer(_json({"token_type": "Bearer", "access_token": ISSUED_TOKEN})), None),
-    Case("token", "401 with Packly's envelope", _token_answer(_json({"response": {"code": "UNAUTHORIZED", "message": "Bad client credentials"}}, 401)), "HTTP 401, Packly said UNAUTHORIZED: Bad client credentials"),
-    Case("token", "400 with an RFC 6749 error", _token_answer(_json({"error": "invalid_scope", "error_description": "scope not allowed"}, 400)), "invalid_scope: scope not allowed"),
-    Case("token", "502 proxy page", _token_answer(_json(b"<html><h1>502 Bad Gateway</h1></html>", 502, "text/html")), "HTTP 502; the response body was not JSON (text/html)"),
-    Case("token", "400 echoing the Basic header", _token_answer(_json(f"bad request; Authorization: Basic {BASIC}".encode(), 400, "text/plain")), "Authorization: ***'"),
+    Case(
+        "token",
+        "expires_in absent (default lifetime)",
+        _token_answer(_json({"token_type": "Bearer", "access_token": ISSUED_TOKEN})),
+        None,
+    ),
+    Case(
+        "token",
+        "401 with Packly's envelope",
+        _token_answer(_json({"response": {"code": "UNAUTHORIZED", "message": "Bad client credentials"}}, 401)),
+        "HTTP 401, Packly said UNAUTHORIZED: Bad client credentials",
+    ),
+    Case(
+        "token",
+        "400 with an RFC 6749 error",
+        _token_answer(_json({"error": "invalid_scope", "error_description": "scope not allowed"}, 400)),
+        "invalid_scope: scope not allowed",
+    ),
+    Case(
+        "token",
+        "502 proxy page",
+        _token_answer(_json(b"<html><h1>502 Bad Gateway</h1></html>", 502, "text/html")),
+        "HTTP 502; the response body was not JSON (text/html)",
+    ),
+    Case(
+        "token",
+        "400 echoing the Basic header",
+        _token_answer(_json(f"bad request; Authorization: Basic {BASIC}".encode(), 400, "text/plain")),
+        "Authorization: ***'",
+    ),
     Case("connection", "no client ID", _settings(login=""), "has no client ID"),
     Case("connection", "no client secret", _settings(password=None), "has no client secret"),
-    Case("connection", "unknown environment", _settings(extra={"environment": "prod"}), "environment 'prod'; use 'sandbox' or 'live'"),
-    Case("connection", "sandbox without a Base URL", _settings(host=None, extra={"environment": "sandbox"}), "Packly does not document its sandbox host"),
+    Case(
+        "connection",
+        "unknown environment",
+        _settings(extra={"environment": "prod"}),
+        "environment 'prod'; use 'sandbox' or 'live'",
+    ),
+    Case(
+        "connection",
+        "sandbox without a Base URL",
+        _settings(host=None, extra={"environment": "sandbox"}),
+        "Packly does not document its sandbox host",
+    ),
     Case("connection", "Base URL not http(s)", _settings(host="ftp://api.packly.io"), "is not an http(s) URL"),
-    Case("connection", "plain http to a remote host", _settings(host="http://api.packly.io"), "plain http would send the client secret unencrypted"),
-    Case("connection", "secret inside the Base URL", _settings(host=f"https://{CLIENT_ID}:{CLIENT_SECRET}@api.packly.io"), "credentials inside its Base URL"),
-    Case("connection", "timeout not a number", _settings(extra={"environment": "live", "timeout": "soon"}), "timeout = 'soon'"),
-    Case("connection", "retry attempts zero", _settings(extra={"environment": "live", "retry_max_attempts": 0}), "retry_max_attempts 0"),
-    Case("connection", "call deadline zero", _settings(extra={"environment": "live", "request_deadline_seconds": 0}), "request_deadline_seconds = 0.0; give a number of seconds above 0"),
-    Case("api", "400 envelope with an error item", _api_answer(_json(_ENVELOPE, 400)), "VALIDATION_ERROR: Some parameters are wrong or missing (DLN_1101 at 'material'"),
-    Case("api", "404 envelope without errors", _api_answer(_json({"response": {"code": "NOT_FOUND", "message": "No such article"}}, 404)), "HTTP 404: NOT_FOUND: No such article"),
-    Case("api", "502 proxy HTML", _api_answer(_json(b"<html><h1>502 Bad Gateway</h1></html>", 502, "text/html")), "HTTP 502; the response body was not JSON (text/html)"),
+    Case(
+        "connection",
+        "plain http to a remote host",
+        _settings(host="http://api.packly.io"),
+        "plain http would send the client secret unencrypted",
+    ),
+    Case(
+        "connection",
+        "secret inside the Base URL",
+        _settings(host=f"https://{CLIENT_ID}:{CLIENT_SECRET}@api.packly.io"),
+        "credentials inside its Base URL",
+    ),
+    Case(
+        "connection",
+        "timeout not a number",
+        _settings(extra={"environment": "live", "timeout": "soon"}),
+        "timeout = 'soon'",
+    ),
+    Case(
+        "connection",
+        "retry attempts zero",
+        _settings(extra={"environment": "live", "retry_max_attempts": 0}),
+        "retry_max_attempts 0",
+    ),
+    Case(
+        "connection",
+        "call deadline zero",
+        _settings(extra={"environment": "live", "request_deadline_seconds": 0}),
+        "request_deadline_seconds = 0.0; give a number of seconds above 0",
+    ),
+    Case(
+        "api",
+        "400 envelope with an error item",
+        _api_answer(_json(_ENVELOPE, 400)),
+        "VALIDATION_ERROR: Some parameters are wrong or missing (DLN_1101 at 'material'",
+    ),
+    Case(
+        "api",
+        "404 envelope without errors",
+        _api_answer(_json({"response": {"code": "NOT_FOUND", "message": "No such article"}}, 404)),
+        "HTTP 404: NOT_FOUND: No such article",
+    ),
+    Case(
+        "api",
+        "502 proxy HTML",
+        _api_answer(_json(b"<html><h1>502 Bad Gateway</h1></html>", 502, "text/html")),
+        "HTTP 502; the response body was not JSON (text/html)",
+    ),
     Case("api", "500 empty body", _api_answer(_json(b"", 500)), "HTTP 500; the response body was empty"),
-    Case("api", "500 truncated JSON", _api_answer(_json(b'{"response": {"code": "INTERNAL_SER', 500)), "HTTP 500; the response body was not JSON (application/json)"),
-    Case("api", "404 JSON without the envelope", _api_answer(_json({"detail": "Not Found"}, 404)), "JSON without Packly's error envelope (keys: detail)"),
-    Case("api", "400 HTML echoing the bearer header", _api_answer(_echo(400, "<html><pre>Authorization: {auth}</pre></html>")), "<pre>Authorization: ***</pre>"),
-    Case("api", "422 envelope quoting the token", _api_answer(_echo(422, json.dumps({"response": {"code": "BAD_TOKEN", "message": "{auth} refused", "errors": [{"code": "X", "path": "{token}", "message": "{auth}"}]}}), "application/json")), "BAD_TOKEN: *** refused (X at '***': ***)"),
-    Case("api", "500 echoing token, secret and Basic", _api_answer(_echo(500, "token={token} secret={secret} Basic {basic}", "text/plain")), "'token=*** secret=*** ***'"),
-    Case("api", "502 page, Basic value across the cut", _api_answer(_echo(502, "y" * 172 + "{basic} and more")), "yyyy***"),
-    Case("api", "400 echoing base64/percent-encoded secrets", _api_answer(_echo(400, base64.b64encode(ISSUED_TOKEN.encode()).decode() + " " + quote(ISSUED_TOKEN, safe="") + " " + quote(CLIENT_SECRET, safe=""), "text/plain")), "'*** *** ***'"),
-    Case("token", "400 echoing a secret holding \\ ' \"", _token_answer(_json(f"refused secret {QUOTING_SECRET} here".encode(), 400, "text/plain"), client_secret=QUOTING_SECRET), "refused secret *** here"),
-    Case("token", "access_token with a control char", _token_answer(_json({**_TOKEN, "access_token": "AAAA\x0bBBBB"})), "cannot be sent in an HTTP header"),
-    Case("token", "access_token not ASCII", _token_answer(_json({**_TOKEN, "access_token": "AAAA\u00e9BBBB"})), "cannot be sent in an HTTP header"),
-    Case("token", "token_type 'mac' (and traceback locals)", _token_answer(_json({**_TOKEN, "token_type": "mac", "expires_in": -1})), "token_type 'mac'"),
-    Case("token", "expires_in -1 (and traceback locals)", _token_answer(_json({**_TOKEN, "expires_in": -1})), "expires_in is -1"),
-    Case("token", "expires_in NaN", _token_answer(_json(b'{"token_type": "bearer", "access_token": "' + ISSUED_TOKEN.encode() + b'", "expires_in": NaN}')), "expires_in is NaN"),
-    Case("token", "expires_in 400 digits (used as 10 years)", _token_answer(_json(b'{"token_type": "bearer", "access_token": "' + ISSUED_TOKEN.encode() + b'", "expires_in": ' + b"9" * 400 + b"}")), None),
+    Case(
+        "api",
+        "500 truncated JSON",
+        _api_answer(_json(b'{"response": {"code": "INTERNAL_SER', 500)),
+        "HTTP 500; the response body was not JSON (application/json)",
+    ),
+    Case(
+        "api",
+        "404 JSON without the envelope",
+        _api_answer(_json({"detail": "Not Found"}, 404)),
+        "JSON without Packly's error envelope (keys: detail)",
+    ),
+    Case(
+        "api",
+        "400 HTML echoing the bearer header",
+        _api_answer(_echo(400, "<html><pre>Authorization: {auth}</pre></html>")),
+        "<pre>Authorization: ***</pre>",
+    ),
+    Case(
+        "api",
+        "422 envelope quoting the token",
+        _api_answer(
+            _echo(
+                422,
+                json.dumps(
+                    {
+                        "response": {
+                            "code": "BAD_TOKEN",
+                            "message": "{auth} refused",
+                            "errors": [{"code": "X", "path": "{token}", "message": "{auth}"}],
+                        }
+                    }
+                ),
+                "application/json",
+            )
+        ),
+        "BAD_TOKEN: *** refused (X at '***': ***)",
+    ),
+    Case(
+        "api",
+        "500 echoing token, secret and Basic",
+        _api_answer(_echo(500, "token={token} secret={secret} Basic {basic}", "text/plain")),
+        "'token=*** secret=*** ***'",
+    ),
+    Case(
+        "api",
+        "502 page, Basic value across the cut",
+        _api_answer(_echo(502, "y" * 172 + "{basic} and more")),
+        "yyyy***",
+    ),
+    Case(
+        "api",
+        "400 echoing base64/percent-encoded secrets",
+        _api_answer(
+            _echo(
+                400,
+                base64.b64encode(ISSUED_TOKEN.encode()).decode()
+                + " "
+                + quote(ISSUED_TOKEN, safe="")
+                + " "
+                + quote(CLIENT_SECRET, safe=""),
+                "text/plain",
+            )
+        ),
+        "'*** *** ***'",
+    ),
+    Case(
+        "token",
+        "400 echoing a secret holding \\ ' \"",
+        _token_answer(
+            _json(f"refused secret {QUOTING_SECRET} here".encode(), 400, "text/plain"), client_secret=QUOTING_SECRET
+        ),
+        "refused secret *** here",
+    ),
+    Case(
+        "token",
+        "access_token with a control char",
+        _token_answer(_json({**_TOKEN, "access_token": "AAAA\x0bBBBB"})),
+        "cannot be sent in an HTTP header",
+    ),
+    Case(
+        "token",
+        "access_token not ASCII",
+        _token_answer(_json({**_TOKEN, "access_token": "AAAA\u00e9BBBB"})),
+        "cannot be sent in an HTTP header",
+    ),
+    Case(
+        "token",
+        "token_type 'mac' (and traceback locals)",
+        _token_answer(_json({**_TOKEN, "token_type": "mac", "expires_in": -1})),
+        "token_type 'mac'",
+    ),
+    Case(
+        "token",
+        "expires_in -1 (and traceback locals)",
+        _token_answer(_json({**_TOKEN, "expires_in": -1})),
+        "expires_in is -1",
+    ),
+    Case(
+        "token",
+        "expires_in NaN",
+        _token_answer(
+            _json(b'{"token_type": "bearer", "access_token": "' + ISSUED_TOKEN.encode() + b'", "expires_in": NaN}')
+        ),
+        "expires_in is NaN",
+    ),
+    Case(
+        "token",
+        "expires_in 400 digits (used as 10 years)",
+        _token_answer(
+            _json(
+                b'{"token_type": "bearer", "access_token": "'
+                + ISSUED_TOKEN.encode()
+                + b'", "expires_in": '
+                + b"9" * 400
+                + b"}"
+            )
+        ),
+        None,
+    ),
     Case("token", "gzip header on a plain body", _token_answer(_gzip_claimed()), "its body could not be decoded"),
     Case("api", "gzip header on a plain body", _api_answer(_gzip_claimed()), "its body could not be decoded"),
-    Case("api", "429 with Retry-After: \u00b2", _api_answer(httpx.Response(429, headers=[(b"retry-after", "\u00b2".encode())])), "with HTTP 429"),
-    Case("api", "connection dropped mid-body, stream()", _api_answer(_cut_short, _drain), "connection broke while Packly's answer"),
-    Case("api", "endpoint holding CR LF", _api_answer(_json({}), lambda hook: hook.request("GET", "/v1/reseller/orders\r\nX-Injected: 1")), "is not a URL path that can be sent"),
-    Case("connection", "default_expires_in 'inf'", _settings(extra={"environment": "live", "default_expires_in": "inf"}), "default_expires_in = 'inf' in its extra fields; give a finite number"),
-    Case("connection", "retry_max_attempts 'nan'", _settings(extra={"environment": "live", "retry_max_attempts": "nan"}), "retry_max_attempts = 'nan' in its extra fields; give a finite number"),
-    Case("connection", "refresh_margin_seconds 'nan'", _settings(extra={"environment": "live", "refresh_margin_seconds": "nan"}), "refresh_margin_seconds = 'nan' in its extra fields; give a finite number"),
-    Case("connection", "retry_max_seconds 'nan'", _settings(extra={"environment": "live", "retry_max_seconds": "nan"}), "retry_max_seconds = 'nan' in its extra fields; give a finite number"),
-    Case("connection", "retry_max_attempts 400 digits", _settings(extra={"environment": "live", "retry_max_attempts": 10**400}), "retry_max_attempts = a number with more than 20 digits"),
-    Case("connection", "timeout 1e300 (overflows timers)", _settings(extra={"environment": "live", "timeout": "1e300"}), "timeout = '1e300' in its extra fields; give a finite number no larger than"),
-    Case("connection", "default_expires_in '0.5'", _settings(extra={"environment": "live", "default_expires_in": "0.5"}), "default_expires_in = '0.5' in its extra fields; give a whole number"),
-    Case("token", "trickled, 1 byte / 0.1 s, 1 s deadline", _fresh_token_answer(_streamed(lambda: _trickle(json.dumps(_TOKEN).encode()))), "did not finish within its overall deadline of 1 s"),
-    Case("token", "gzip bomb: 100 KB, 100 MB decoded", _fresh_token_answer(_bomb(200), deadline=60), "over 65,536 bytes, far more than a token response"),
-    Case("api", "trickled, 1 byte / 0.1 s, 1 s deadline", _fresh_api_answer(_streamed(lambda: _trickle(b'{"response": []}' * 4))), "did not finish within its overall deadline of 1 s"),
-    Case("api", "chunked answer that never ends", _fresh_api_answer(_streamed(_endless)), "did not finish within its overall deadline of 1 s"),
-    Case("api", "500 whose body is a gzip bomb", _fresh_api_answer(_bomb(500), deadline=60), "HTTP 500; the response body was not JSON"),
+    Case(
+        "api",
+        "429 with Retry-After: \u00b2",
+        _api_answer(httpx.Response(429, headers=[(b"retry-after", "\u00b2".encode())])),
+        "with HTTP 429",
+    ),
+    Case(
+        "api",
+        "connection dropped mid-body, stream()",
+        _api_answer(_cut_short, _drain),
+        "connection broke while Packly's answer",
+    ),
+    Case(
+        "api",
+        "endpoint holding CR LF",
+        _api_answer(_json({}), lambda hook: hook.request("GET", "/v1/reseller/orders\r\nX-Injected: 1")),
+        "is not a URL path that can be sent",
+    ),
+    Case(
+        "connection",
+        "default_expires_in 'inf'",
+        _settings(extra={"environment": "live", "default_expires_in": "inf"}),
+        "default_expires_in = 'inf' in its extra fields; give a finite number",
+    ),
+    Case(
+        "connection",
+        "retry_max_attempts 'nan'",
+        _settings(extra={"environment": "live", "retry_max_attempts": "nan"}),
+        "retry_max_attempts = 'nan' in its extra fields; give a finite number",
+    ),
+    Case(
+        "connection",
+        "refresh_margin_seconds 'nan'",
+        _settings(extra={"environment": "live", "refresh_margin_seconds": "nan"}),
+        "refresh_margin_seconds = 'nan' in its extra fields; give a finite number",
+    ),
+    Case(
+        "connection",
+        "retry_max_seconds 'nan'",
+        _settings(extra={"environment": "live", "retry_max_seconds": "nan"}),
+        "retry_max_seconds = 'nan' in its extra fields; give a finite number",
+    ),
+    Case(
+        "connection",
+        "retry_max_attempts 400 digits",
+        _settings(extra={"environment": "live", "retry_max_attempts": 10**400}),
+        "retry_max_attempts = a number with more than 20 digits",
+    ),
+    Case(
+        "connection",
+        "timeout 1e300 (overflows timers)",
+        _settings(extra={"environment": "live", "timeout": "1e300"}),
+        "timeout = '1e300' in its extra fields; give a finite number no larger than",
+    ),
+    Case(
+        "connection",
+        "default_expires_in '0.5'",
+        _settings(extra={"environment": "live", "default_expires_in": "0.5"}),
+        "default_expires_in = '0.5' in its extra fields; give a whole number",
+    ),
+    Case(
+        "token",
+        "trickled, 1 byte / 0.1 s, 1 s deadline",
+        _fresh_token_answer(_streamed(lambda: _trickle(json.dumps(_TOKEN).encode()))),
+        "did not finish within its overall deadline of 1 s",
+    ),
+    Case(
+        "token",
+        "gzip bomb: 100 KB, 100 MB decoded",
+        _fresh_token_answer(_bomb(200), deadline=60),
+        "over 65,536 bytes, far more than a token response",
+    ),
+    Case(
+        "api",
+        "trickled, 1 byte / 0.1 s, 1 s deadline",
+        _fresh_api_answer(_streamed(lambda: _trickle(b'{"response": []}' * 4))),
+        "did not finish within its overall deadline of 1 s",
+    ),
+    Case(
+        "api",
+        "chunked answer that never ends",
+        _fresh_api_answer(_streamed(_endless)),
+        "did not finish within its overall deadline of 1 s",
+    ),
+    Case(
+        "api",
+        "500 whose body is a gzip bomb",
+        _fresh_api_answer(_bomb(500), deadline=60),
+        "HTTP 500; the response body was not JSON",
+    ),
 )
-
 
 
 # -- hostile servers: bodies cut short, capped pages, writes cut off, endpoints, refresh outages --
@@ -357,7 +660,9 @@ def _cut_gzip(body: bytes, keep: int) -> Callable[[], Any]:
         if request.url.path == "/v1/oauth2/token":
             return _json(_TOKEN)
         cut = compressed[: len(compressed) - keep]
-        return httpx.Response(200, stream=_Unread(cut), headers={"content-encoding": "gzip", "content-length": str(len(cut))})
+        return httpx.Response(
+            200, stream=_Unread(cut), headers={"content-encoding": "gzip", "content-length": str(len(cut))}
+        )
 
     def run() -> Any:
         with PacklyHook(connection=_connection(), transport=httpx.MockTransport(answer)) as hook:
@@ -428,12 +733,33 @@ CASES += (
     Case("api", "gzip dieline cut short, matching length", _cut_gzip(_PDF, keep=500), "arrived incomplete"),
     Case("api", "gzip body missing only its trailer", _cut_gzip(_PDF, keep=8), "arrived incomplete"),
     Case("api", "orders: limit capped at 20 of 50", _capped_pages, None),
-    Case("api", "POST reset after its body was sent", _post_reset_after_sending, "may have been applied by Packly, so it was not resent"),
-    Case("api", "endpoint climbing out with /../", _endpoint("/v1/../../admin"), "leads outside the connection's Base URL path '/packly'"),
-    Case("api", "endpoint climbing out with %2e%2e", _endpoint("/v1/%2e%2e/%2E%2E/admin"), "leads outside the connection's Base URL path"),
-    Case("api", "endpoint with a URL in its query", _endpoint("/v1/reseller/orders?next=https://elsewhere.example/x"), None),
+    Case(
+        "api",
+        "POST reset after its body was sent",
+        _post_reset_after_sending,
+        "may have been applied by Packly, so it was not resent",
+    ),
+    Case(
+        "api",
+        "endpoint climbing out with /../",
+        _endpoint("/v1/../../admin"),
+        "leads outside the connection's Base URL path '/packly'",
+    ),
+    Case(
+        "api",
+        "endpoint climbing out with %2e%2e",
+        _endpoint("/v1/%2e%2e/%2E%2E/admin"),
+        "leads outside the connection's Base URL path",
+    ),
+    Case(
+        "api",
+        "endpoint with a URL in its query",
+        _endpoint("/v1/reseller/orders?next=https://elsewhere.example/x"),
+        None,
+    ),
     Case("token", "refresh fails while the token is valid", _refresh_fails_while_the_token_is_valid, None),
 )
+
 
 def run_case(case: Case) -> Outcome:
     TOKEN_CACHE.clear()
@@ -447,7 +773,7 @@ def run_case(case: Case) -> Outcome:
         leaked = any(form in shown for form in LEAK_FORMS)
         named = case.expect is not None and case.expect in message
         return Outcome(case, type(exc).__name__, message, named, leaked)
-    except Exception as exc:  # not a typed error: a defect
+    except Exception as exc:  # noqa: BLE001 - any error that is not a PacklyError is the defect this reports
         return Outcome(case, f"untyped {type(exc).__name__}", str(exc), False, any(s in str(exc) for s in LEAK_FORMS))
     return Outcome(case, "accepted", "(accepted)", case.expect is None, False)
 
@@ -485,7 +811,10 @@ def main() -> int:
         print(f"{mark:2} {outcome.case.group + ': ' + outcome.case.name:44} {outcome.error_type:28} {message}")
     failures = [o for o in outcomes if not o.ok]
     leaks = sum(o.leaked for o in outcomes)
-    print(f"\n{len(outcomes)} cases: {len(outcomes) - len(failures)} clear, {len(failures)} unclear, {leaks} leaking a secret")
+    print(
+        f"\n{len(outcomes)} cases: {len(outcomes) - len(failures)} clear, {len(failures)} unclear, "
+        f"{leaks} leaking a secret"
+    )
     return 1 if failures else 0
 
 

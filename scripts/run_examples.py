@@ -21,10 +21,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DAGS = ROOT / "example_dags"
@@ -33,7 +33,12 @@ RESULT_MARKER = "Packly result:"
 SANDBOX_CLIENT_ID = "sandbox-client-id"
 SANDBOX_CLIENT_SECRET = "sandbox-client-secret"
 #: In the order they are shown.
-DAG_IDS = ("packly_quickstart", "packly_dieline_to_storage", "packly_quote_then_wait_for_order", "packly_taskflow_chain")
+DAG_IDS = (
+    "packly_quickstart",
+    "packly_dieline_to_storage",
+    "packly_quote_then_wait_for_order",
+    "packly_taskflow_chain",
+)
 #: The sandbox's orders advance one status per this many seconds from a clock reset; slow
 #: enough that the order DAG's sensor finds ORD-0001 still open and defers (it closes at 4 steps).
 ORDER_STEP_SECONDS = 4.0
@@ -116,7 +121,9 @@ def _wait_until_listening(port: int, process: subprocess.Popen[bytes], log_path:
     raise RuntimeError(f"the sandbox server did not listen on port {port} within 30 s; see {log_path}")
 
 
-def airflow_environment(airflow_home: Path, base_url: str, client_secret: str = SANDBOX_CLIENT_SECRET) -> dict[str, str]:
+def airflow_environment(
+    airflow_home: Path, base_url: str, client_secret: str = SANDBOX_CLIENT_SECRET
+) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
     env.update(
         {
@@ -146,7 +153,9 @@ def airflow(args: Sequence[str], env: dict[str, str], timeout: float = 300) -> s
     )
 
 
-def run_examples(workdir: Path, *, port: int = 8089, dag_ids: Sequence[str] = DAG_IDS, echo: bool = False) -> ExampleRun:
+def run_examples(
+    workdir: Path, *, port: int = 8089, dag_ids: Sequence[str] = DAG_IDS, echo: bool = False
+) -> ExampleRun:
     """Run it all in ``workdir`` (wiped first); returns what happened, printing as it goes if ``echo``."""
 
     def say(text: str) -> None:

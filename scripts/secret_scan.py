@@ -25,9 +25,9 @@ import secrets as secrets_module
 import sqlite3
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from scripts.run_examples import DAG_IDS, ORDER_STEP_SECONDS, SANDBOX_CLIENT_ID, airflow, airflow_environment
 
@@ -202,8 +202,10 @@ def _airflow_with_trigger_capture(args: list[str]) -> int:
 
 
 def print_report(report: ScanReport) -> None:
-    print(f"Secret scan: searched for {report.secrets_searched} secrets (the client secret, the Basic value, "
-          f"{report.tokens_issued} issued tokens)")
+    print(
+        f"Secret scan: searched for {report.secrets_searched} secrets (the client secret, the Basic value, "
+        f"{report.tokens_issued} issued tokens)"
+    )
     for where, count in report.places.items():
         note = "  (airflow dags test prints task logs to the console)" if where == "log files" and not count else ""
         print(f"  {where:28} {count:5} searched{note}")
@@ -211,8 +213,10 @@ def print_report(report: ScanReport) -> None:
     if report.dag_failures:
         print(f"  FAILED to run: {', '.join(report.dag_failures)}")
     if report.upstream:
-        print(f"  Airflow's own in-process supervisor printed {len(report.upstream)} MaskSecret requests with their "
-              "values at DEBUG (airflow dags test only; upstream, not counted as hits)")
+        print(
+            f"  Airflow's own in-process supervisor printed {len(report.upstream)} MaskSecret requests with their "
+            "values at DEBUG (airflow dags test only; upstream, not counted as hits)"
+        )
     print(f"Hits: {len(report.hits)}")
     for hit in report.hits:
         print(f"  {hit}")

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_packly.auth import TOKEN_CACHE
 from airflow_provider_packly.connection import PacklyConnection
@@ -39,6 +39,9 @@ from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.sandbox import FaultConfig, SandboxConfig, run_sandbox
 from airflow_provider_packly.sandbox.faults import STATUS_FAULT_KINDS
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python 3.11+
 
 WRITES = "/_sandbox/v1/writes"
 ORDERS = "/v1/reseller/orders"
@@ -120,7 +123,18 @@ class SoakReport:
 
 def _plan(index: int) -> str:
     """Which call number ``index`` is: 40% writes, 30% read-back of a write, 30% orders page."""
-    return ("write", "write", "read-write", "read-orders", "write", "read-write", "read-orders", "write", "read-orders", "read-write")[index % 10]
+    return (
+        "write",
+        "write",
+        "read-write",
+        "read-orders",
+        "write",
+        "read-write",
+        "read-orders",
+        "write",
+        "read-orders",
+        "read-write",
+    )[index % 10]
 
 
 @dataclass(frozen=True)
@@ -173,10 +187,18 @@ def _check_read(kind: str, body: Any, acknowledged_before_read: bool) -> bool:
     return applied == 1 if acknowledged_before_read else applied in (0, 1)
 
 
-def run_soak(calls: int = 5000, *, seed: int = 7, fault_rate: float = 0.12, threads: int = 4, coroutines: int = 16) -> SoakReport:
+def run_soak(
+    calls: int = 5000, *, seed: int = 7, fault_rate: float = 0.12, threads: int = 4, coroutines: int = 16
+) -> SoakReport:
     faults = FaultConfig(
-        seed=seed, rate=fault_rate, kinds=FAULT_KINDS, token_rate=0.05, slow_seconds=0.4, retry_after_seconds=0,
-        trickle_seconds=0.02, token_kinds=TOKEN_FAULT_KINDS,
+        seed=seed,
+        rate=fault_rate,
+        kinds=FAULT_KINDS,
+        token_rate=0.05,
+        slow_seconds=0.4,
+        retry_after_seconds=0,
+        trickle_seconds=0.02,
+        token_kinds=TOKEN_FAULT_KINDS,
     )
     sync_calls = calls // 2
     async_calls = calls - sync_calls
@@ -202,7 +224,7 @@ def run_soak(calls: int = 5000, *, seed: int = 7, fault_rate: float = 0.12, thre
             started = time.monotonic()
             try:
                 response = hook.request(call.method, call.path, json=call.body)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every failure is a result the soak records and classifies
                 call.record_failure(exc, tally)
             else:
                 call.record_success(response.json(), tally, acknowledged)
@@ -214,7 +236,7 @@ def run_soak(calls: int = 5000, *, seed: int = 7, fault_rate: float = 0.12, thre
             started = time.monotonic()
             try:
                 response = await hook.arequest(call.method, call.path, json=call.body)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - as in one_sync
                 call.record_failure(exc, tally)
             else:
                 call.record_success(response.json(), tally, acknowledged)
@@ -301,7 +323,7 @@ class _RetryCounter(logging.Handler):
         self.count += 1
         self.messages.append(record.getMessage())
 
-    def __enter__(self) -> _RetryCounter:
+    def __enter__(self) -> Self:
         self._saved = (self._logger.propagate, self._logger.level)
         self._logger.addHandler(self)
         self._logger.propagate = False
@@ -316,7 +338,10 @@ class _RetryCounter(logging.Handler):
 
 def print_report(report: SoakReport) -> None:
     print(f"Soak: {report.calls:,} calls (half sync in threads, half async) in {report.seconds:.1f} s")
-    print(f"\nFaults injected on API/write requests ({report.faulted_share:.1%} of {sum(report.fault_counts.values()):,} requests that reached the sandbox):")
+    print(
+        f"\nFaults injected on API/write requests ({report.faulted_share:.1%} of "
+        f"{sum(report.fault_counts.values()):,} requests that reached the sandbox):"
+    )
     for kind in (*FAULT_KINDS, "none"):
         print(f"  {kind:14} {report.fault_counts.get(kind, 0):6,}")
     print(f"  token endpoint faults: {dict(sorted(report.token_fault_counts.items()))}")
@@ -334,14 +359,20 @@ def print_report(report: SoakReport) -> None:
         ("writes answered 201 but not applied exactly once", report.acknowledged_not_applied, "0"),
         ("untyped failures", report.untyped_failures, "0"),
         ("tokens issued", report.tokens_issued, f"1 + {report.forced_revocations} forced revocations"),
-        (f"calls over their {DEADLINE_SECONDS:g} s deadline (+{DEADLINE_SLACK_SECONDS:g} s slack)", report.calls_over_deadline, "0"),
+        (
+            f"calls over their {DEADLINE_SECONDS:g} s deadline (+{DEADLINE_SLACK_SECONDS:g} s slack)",
+            report.calls_over_deadline,
+            "0",
+        ),
         ("errors or retry log lines holding a secret or token", report.secret_leaks, "0"),
     ]
     for name, value, goal in rows:
         print(f"  {name:50} {value:6,}   goal {goal}")
     print(f"  (slowest call: {report.slowest_call_seconds:.2f} s)")
-    print(f"  (failed writes the sandbox had applied, correctly not resent: {report.unacknowledged_applied_writes};"
-          f" token endpoint requests in all, retries included: {report.token_requests})")
+    print(
+        f"  (failed writes the sandbox had applied, correctly not resent: {report.unacknowledged_applied_writes};"
+        f" token endpoint requests in all, retries included: {report.token_requests})"
+    )
     print("\nSOAK PASSED" if report.ok else "\nSOAK FAILED")
 
 

@@ -19,7 +19,8 @@ import ssl
 import threading
 import urllib.parse
 import weakref
-from typing import Any, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import anyio
 import httpx
@@ -44,9 +45,6 @@ from airflow_provider_packly.exceptions import (
     transport_error,
 )
 from airflow_provider_packly.limits import MAX_ERROR_BODY_BYTES, Deadline, aread_limited, bound_body, read_limited
-from airflow_provider_packly.retries import RetryPolicy, attempts_made
-from airflow_provider_packly.tls import SSL_CONTEXTS as _SSL_CONTEXTS
-from airflow_provider_packly.tls import unverified_tls_warning
 from airflow_provider_packly.resources import (
     DIELINE_PATH,
     ORDERS_PATH,
@@ -62,6 +60,16 @@ from airflow_provider_packly.resources import (
     quotation_params,
     read_dieline_json,
 )
+from airflow_provider_packly.retries import RetryPolicy, attempts_made
+from airflow_provider_packly.tls import SSL_CONTEXTS as _SSL_CONTEXTS
+from airflow_provider_packly.tls import unverified_tls_warning
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python 3.11+
+
+#: What ``request``/``arequest`` take as ``params``: a mapping, or (key, value) pairs when a key
+#: repeats or the order matters (``quotation_params`` builds pairs).
+QueryParams = Mapping[str, Any] | Sequence[tuple[str, Any]]
 
 __all__ = ["PacklyHook", "endpoint_path", "json_body", "raise_for_packly_status"]
 
@@ -113,7 +121,7 @@ class PacklyHook(BaseHook):
         self._aclient: httpx.AsyncClient | None = None
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
         #: Closes ``_aclient`` when its event loop shuts down (see ``aget_client``).
-        self._aclient_closer: AsyncIterator[None] | None = None
+        self._aclient_closer: AsyncGenerator[None, None] | None = None
         self._lock = threading.Lock()
         self._warned = False
         _LIVE_HOOKS.add(self)
@@ -259,7 +267,9 @@ class PacklyHook(BaseHook):
                 if not self._warned:
                     self._warn_about_settings(connection)
                     _mask_proxy_credentials(connection)
-                self._client = httpx.Client(transport=self._transport, **_client_options(connection, context, sync=True))
+                self._client = httpx.Client(
+                    transport=self._transport, **_client_options(connection, context, sync=True)
+                )
             return self._client
 
     async def aget_client(self) -> httpx.AsyncClient:
@@ -354,13 +364,13 @@ class PacklyHook(BaseHook):
         self._aclient = self._aclient_closer = None
         self._aclient_loop = None
 
-    def __enter__(self) -> PacklyHook:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    async def __aenter__(self) -> PacklyHook:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -389,7 +399,7 @@ class PacklyHook(BaseHook):
         method: str,
         endpoint: str,
         *,
-        params: Mapping[str, Any] | None = None,
+        params: QueryParams | None = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -408,7 +418,12 @@ class PacklyHook(BaseHook):
         client = self.get_client()
         request = _build_request(
             client,
-            method, endpoint_path(self.get_conn(), endpoint), params=params, json=json, data=data, headers=headers
+            method,
+            endpoint_path(self.get_conn(), endpoint),
+            params=params,
+            json=json,
+            data=data,
+            headers=headers,
         )
         response = self._send(client, request, auth=self._auth)
         raise_for_packly_status(response)
@@ -419,7 +434,7 @@ class PacklyHook(BaseHook):
         method: str,
         endpoint: str,
         *,
-        params: Mapping[str, Any] | None = None,
+        params: QueryParams | None = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -428,7 +443,12 @@ class PacklyHook(BaseHook):
         client = await self.aget_client()
         request = _build_request(
             client,
-            method, endpoint_path(await self.aget_conn(), endpoint), params=params, json=json, data=data, headers=headers
+            method,
+            endpoint_path(await self.aget_conn(), endpoint),
+            params=params,
+            json=json,
+            data=data,
+            headers=headers,
         )
         response = await self._asend(client, request, auth=self._auth)
         raise_for_packly_status(response)
@@ -440,7 +460,9 @@ class PacklyHook(BaseHook):
     ) -> Iterator[httpx.Response]:
         """An authenticated call whose body is read in chunks (``response.iter_bytes()``)."""
         client = self.get_client()
-        request = _build_request(client, method, endpoint_path(self.get_conn(), endpoint), params=params, headers=headers)
+        request = _build_request(
+            client, method, endpoint_path(self.get_conn(), endpoint), params=params, headers=headers
+        )
         response = self._send(client, request, auth=self._auth, stream=True)
         try:
             raise_for_packly_status(response)
@@ -456,7 +478,9 @@ class PacklyHook(BaseHook):
     ) -> AsyncIterator[httpx.Response]:
         """``stream`` for coroutines (``response.aiter_bytes()``)."""
         client = await self.aget_client()
-        request = _build_request(client, method, endpoint_path(await self.aget_conn(), endpoint), params=params, headers=headers)
+        request = _build_request(
+            client, method, endpoint_path(await self.aget_conn(), endpoint), params=params, headers=headers
+        )
         response = await self._asend(client, request, auth=self._auth, stream=True)
         try:
             raise_for_packly_status(response)
@@ -468,15 +492,43 @@ class PacklyHook(BaseHook):
 
     # -- Packly's documented resources --------------------------------------------------------
 
+    @overload
+    def get_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: Literal["pdf"] = "pdf"
+    ) -> bytes: ...
+    @overload
+    def get_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: Literal["json"]
+    ) -> dict[str, Any]: ...
+    @overload
+    def get_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: str
+    ) -> bytes | dict[str, Any]: ...
     def get_dieline(
         self, article: str, material: str, width: float, depth: float, height: float, type: str = "pdf"
     ) -> bytes | dict[str, Any]:
         """A box's die-cut template: the PDF bytes, or for ``type="json"`` Packly's JSON answer
-        with the decoded PDF added as ``pdf``."""
+        with the decoded PDF added as ``pdf``.
+
+        Typed per ``type`` (overloads): a literal ``"pdf"`` (the default) gives ``bytes``, so
+        ``Path(...).write_bytes(hook.get_dieline(...))`` type-checks; ``"json"`` gives a dict.
+        """
         params = dieline_params(article, material, width, depth, height, type)
         response = self.request("GET", DIELINE_PATH, params=params)
         return read_dieline_json(json_body(response)) if type == "json" else response.content
 
+    @overload
+    async def aget_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: Literal["pdf"] = "pdf"
+    ) -> bytes: ...
+    @overload
+    async def aget_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: Literal["json"]
+    ) -> dict[str, Any]: ...
+    @overload
+    async def aget_dieline(
+        self, article: str, material: str, width: float, depth: float, height: float, type: str
+    ) -> bytes | dict[str, Any]: ...
     async def aget_dieline(
         self, article: str, material: str, width: float, depth: float, height: float, type: str = "pdf"
     ) -> bytes | dict[str, Any]:
@@ -499,15 +551,17 @@ class PacklyHook(BaseHook):
         self, items: Iterable[Mapping[str, Any]], shipping: str | None = None, *, encode: QueryEncoder = bracket_encode
     ) -> Any:
         """``get_quotation`` for coroutines."""
-        return json_body(await self.arequest("GET", QUOTATION_PATH, params=quotation_params(items, shipping, encode=encode)))
+        return json_body(
+            await self.arequest("GET", QUOTATION_PATH, params=quotation_params(items, shipping, encode=encode))
+        )
 
-    def iter_orders(self, *, sort: str = "desc", limit: int = 50) -> Iterator[dict[str, Any]]:
+    def iter_orders(self, *, sort: str = "desc", limit: int = 50) -> Generator[dict[str, Any], None, None]:
         """Every order, page by page (zero-based ``page``), fetched only as far as it is read."""
         pager = OrderPager(limit=limit, sort=sort)
         while not pager.done:
             yield from pager.accept(json_body(self.request("GET", ORDERS_PATH, params=pager.params())))
 
-    async def aiter_orders(self, *, sort: str = "desc", limit: int = 50) -> AsyncIterator[dict[str, Any]]:
+    async def aiter_orders(self, *, sort: str = "desc", limit: int = 50) -> AsyncGenerator[dict[str, Any], None]:
         """``iter_orders`` for coroutines."""
         pager = OrderPager(limit=limit, sort=sort)
         while not pager.done:
@@ -540,9 +594,7 @@ class PacklyHook(BaseHook):
         """
         try:
             if self._connection is None:
-                self._connection = PacklyConnection.from_airflow(
-                    self.get_connection(self.packly_conn_id), named=False
-                )
+                self._connection = PacklyConnection.from_airflow(self.get_connection(self.packly_conn_id), named=False)
             connection = self._connection
             self.get_client()
             tokens = self._require_tokens()
@@ -568,7 +620,7 @@ def _body_limit(response: httpx.Response, limit: int | None) -> int | None:
 
 
 def _close_elsewhere(
-    client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop | None, closer: AsyncIterator[None] | None
+    client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop | None, closer: AsyncGenerator[None, None] | None
 ) -> None:
     """Close an async client that belongs to another event loop, without awaiting it here.
 
@@ -591,9 +643,9 @@ class _SharedAsyncClients:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[dict[Any, httpx.AsyncClient], Any]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[dict[Any, httpx.AsyncClient], AsyncGenerator[None, None]]
+        ] = weakref.WeakKeyDictionary()
 
     async def get(
         self, connection: PacklyConnection, transport: httpx.AsyncBaseTransport | None, context: ssl.SSLContext
@@ -611,7 +663,9 @@ class _SharedAsyncClients:
         key = (connection, transport)
         client = clients.get(key)
         if client is None or client.is_closed:
-            client = clients[key] = httpx.AsyncClient(transport=transport, **_client_options(connection, context, sync=False))
+            client = clients[key] = httpx.AsyncClient(
+                transport=transport, **_client_options(connection, context, sync=False)
+            )
         return client
 
     def forget_after_fork(self) -> None:
@@ -626,7 +680,7 @@ class _SharedAsyncClients:
             await entry[1].aclose()
 
 
-async def _close_at_loop_shutdown(clients: dict[Any, httpx.AsyncClient]) -> AsyncIterator[None]:
+async def _close_at_loop_shutdown(clients: dict[Any, httpx.AsyncClient]) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
@@ -645,8 +699,7 @@ _LIVE_HOOKS: weakref.WeakSet[PacklyHook] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     """``os.fork()`` copies the clients' pools (their sockets are the parent's connections) and
     any lock another thread held, but not the threads: start the child with none of them."""
-    global _ssl_lock
-    _ssl_lock = threading.Lock()
+    _SSL_CONTEXTS.forget_after_fork()
     _SHARED_ASYNC_CLIENTS.forget_after_fork()
     for hook in list(_LIVE_HOOKS):
         hook._forget_clients_after_fork()
@@ -821,26 +874,38 @@ def _mask_token(token: AccessToken) -> None:
     """Defence in depth: Airflow's masker hides the token if anything else ever logs it."""
     if next(_masked_tokens) >= MAX_MASKED_TOKENS:
         return
-    try:
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(token.value)
-    except Exception:  # masking is best effort; the provider never logs tokens anyway
-        pass
+    _mask(token.value, "access token")
 
 
 async def _amask_token(token: AccessToken) -> None:
     """``_mask_token`` on an event loop: the sync call would block it on a supervisor round trip."""
     if next(_masked_tokens) >= MAX_MASKED_TOKENS:
         return
+    await _amask(token.value, "access token")
+
+
+def _mask(value: str, what: str) -> None:
+    """Give ``value`` to Airflow's secret masker. Best effort: masking is defence in depth (the
+    provider never logs secrets), so a failure of it must not fail the call; it is logged at
+    DEBUG by its type only (its message could hold the value)."""
+    try:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(value)
+    except Exception as exc:  # noqa: BLE001 - best effort by design, see the docstring
+        _log.debug("Could not give the %s to Airflow's secret masker (%s).", what, type(exc).__name__)
+
+
+async def _amask(value: str, what: str) -> None:
+    """``_mask`` on an event loop: the sync call would block it on a supervisor round trip."""
     try:
         from airflow.sdk import log as sdk_log
 
         amask_secret = getattr(sdk_log, "amask_secret", None)
         if amask_secret is not None:  # Airflow 3.3+; 3.2 has only the blocking call, so skip it there
-            await amask_secret(token.value)
-    except Exception:
-        pass
+            await amask_secret(value)
+    except Exception as exc:  # noqa: BLE001 - best effort by design, see _mask
+        _log.debug("Could not give the %s to Airflow's secret masker (%s).", what, type(exc).__name__)
 
 
 #: Digests of the proxy passwords already given to the masker: each costs a round trip to the
@@ -872,12 +937,7 @@ def _mask_proxy_credentials(connection: PacklyConnection) -> None:
     password = _proxy_password(connection)
     if password is None:
         return
-    try:
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(password)
-    except Exception:
-        pass
+    _mask(password, "proxy password")
 
 
 async def _amask_proxy_credentials(connection: PacklyConnection) -> None:
@@ -885,14 +945,7 @@ async def _amask_proxy_credentials(connection: PacklyConnection) -> None:
     password = _proxy_password(connection)
     if password is None:
         return
-    try:
-        from airflow.sdk import log as sdk_log
-
-        amask_secret = getattr(sdk_log, "amask_secret", None)
-        if amask_secret is not None:
-            await amask_secret(password)
-    except Exception:
-        pass
+    await _amask(password, "proxy password")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -19,7 +19,8 @@ import hashlib
 import json as jsonlib
 import os
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
@@ -41,6 +42,7 @@ from airflow_provider_packly.triggers.rules import normalise_statuses
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
+    from airflow.sdk.types import Logger
 
     from airflow_provider_packly.hooks.packly import PacklyHook
 
@@ -196,8 +198,14 @@ class PacklyDielineOperator(_PacklyBaseOperator):
 
     template_fields = ("article", "material", "width", "depth", "height", "output_path", "output_conn_id")
     argument_checks = (
-        *(ArgumentCheck((name,), lambda value, name=name: validate_code(value, name)) for name in ("article", "material")),
-        *(ArgumentCheck((name,), lambda value, name=name: dimension(value, name)) for name in ("width", "depth", "height")),
+        *(
+            ArgumentCheck((name,), lambda value, name=name: validate_code(value, name))
+            for name in ("article", "material")
+        ),
+        *(
+            ArgumentCheck((name,), lambda value, name=name: dimension(value, name))
+            for name in ("width", "depth", "height")
+        ),
         ArgumentCheck(("output_path",), lambda output_path: _check_output_path(output_path)),
     )
 
@@ -245,9 +253,12 @@ class PacklyDielineOperator(_PacklyBaseOperator):
         size = 0
         writing = False  # remove only what this run wrote: never an earlier object at ``path``
         try:
-            with self.get_hook() as hook, hook.stream(
-                "GET", DIELINE_PATH, params=params, headers={"Accept": "application/pdf, application/json"}
-            ) as response:
+            with (
+                self.get_hook() as hook,
+                hook.stream(
+                    "GET", DIELINE_PATH, params=params, headers={"Accept": "application/pdf, application/json"}
+                ) as response,
+            ):
                 head = b""
                 writing = True
                 with partial.open("wb") as out:
@@ -272,19 +283,21 @@ class PacklyDielineOperator(_PacklyBaseOperator):
                 os.replace(partial.path, path.path)  # atomic on one filesystem
         except BaseException:
             if writing:
-                _remove_quietly(partial)
+                _remove_quietly(partial, self.log)
             raise
         result = {"path": str(path), "bytes": size, "sha256": digest.hexdigest()}
         self.log.info("Wrote the dieline: %s (%d bytes, sha256 %s)", result["path"], size, result["sha256"])
         return result
 
 
-def _remove_quietly(path: ObjectStoragePath) -> None:
+def _remove_quietly(path: ObjectStoragePath, log: Logger) -> None:
+    """Remove a partial file after a failed write; the write's own error is the one raised, so a
+    failed clean-up (of any kind: each object store raises its own) is only logged."""
     try:
         if path.exists():
             path.unlink()
-    except Exception:  # the original error matters more than a failed clean-up
-        pass
+    except Exception as exc:  # noqa: BLE001 - the original error matters more, see the docstring
+        log.warning("Could not remove the partial file %s (%s); remove it by hand.", path, type(exc).__name__)
 
 
 def _check_output_path(output_path: Any) -> Any:
@@ -328,12 +341,12 @@ def _check_items(items: Any) -> list[dict[str, Any]]:
     items = _literal(items, "items")
     if isinstance(items, Mapping) or not isinstance(items, Iterable) or isinstance(items, (str, bytes)):
         raise PacklyValidationError(f"items must be a list of quotation items; got {type(items).__name__}.")
-    items = list(items)
-    if not items:
+    checked: list[dict[str, Any]] = list(items)
+    if not checked:
         raise PacklyValidationError("A quotation needs at least one item.")
-    for index, item in enumerate(items):
+    for index, item in enumerate(checked):
         validate_quotation_item(item, index)
-    return items
+    return checked
 
 
 class PacklyQuotationOperator(_PacklyBaseOperator):
@@ -371,7 +384,9 @@ class PacklyQuotationOperator(_PacklyBaseOperator):
         self.check_arguments()
         items = _check_items(self.items)
         shipping = validate_shipping(self.shipping or None)
-        self.log.info("Asking Packly for a quotation of %d item(s)%s", len(items), f" shipped to {shipping}" if shipping else "")
+        self.log.info(
+            "Asking Packly for a quotation of %d item(s)%s", len(items), f" shipped to {shipping}" if shipping else ""
+        )
         with self.get_hook() as hook:
             return hook.get_quotation(items, shipping)
 
@@ -460,7 +475,14 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
     """
 
     template_fields = (
-        "statuses", "since", "until", "use_data_interval", "timestamp_field", "max_orders", "sort", "page_size",
+        "statuses",
+        "since",
+        "until",
+        "use_data_interval",
+        "timestamp_field",
+        "max_orders",
+        "sort",
+        "page_size",
     )
     argument_checks = (
         ArgumentCheck(("statuses",), lambda statuses: _check_statuses(statuses)),
@@ -473,7 +495,9 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
             ),
         ),
         ArgumentCheck(("max_orders",), lambda max_orders: _check_max_orders(max_orders)),
-        ArgumentCheck(("page_size", "sort"), lambda page_size, sort: orders_page_params(0, _whole_number(page_size), sort)),
+        ArgumentCheck(
+            ("page_size", "sort"), lambda page_size, sort: orders_page_params(0, _whole_number(page_size), sort)
+        ),
     )
 
     def __init__(

@@ -58,12 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SANDBOX_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=8089, help="port, 0 for any free port (default: %(default)s)"
-    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8089, help="port, 0 for any free port (default: %(default)s)")
     parser.add_argument(
         "--environment",
         choices=["live", "sandbox"],
@@ -180,9 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     client_secret: str = args.client_secret or os.environ.get(SECRET_ENV_VAR) or default_secret
     credentials[args.environment] = (client_id, client_secret)
     secret_hint = (
-        "the default public test secret (see --help)"
-        if client_secret == default_secret
-        else "the one you configured"
+        "the default public test secret (see --help)" if client_secret == default_secret else "the one you configured"
     )
     config = SandboxConfig(
         environment=args.environment,
@@ -217,9 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, exit_quietly)
 
     server = _AnnouncingServer(
-        uvicorn.Config(
-            create_app(config), host=args.host, port=args.port, log_level="info", lifespan="off"
-        )
+        uvicorn.Config(create_app(config), host=args.host, port=args.port, log_level="info", lifespan="off")
     )
     try:
         server.run()

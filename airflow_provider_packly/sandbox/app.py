@@ -140,8 +140,7 @@ class SandboxConfig:
         """Reject configurations the server could not honour."""
         if self.environment not in self.credentials:
             raise ValueError(
-                f"environment {self.environment!r} has no credentials; "
-                f"known environments: {sorted(self.credentials)}"
+                f"environment {self.environment!r} has no credentials; known environments: {sorted(self.credentials)}"
             )
         if self.token_lifetime <= 0:
             raise ValueError("token_lifetime must be a positive number of seconds")
@@ -179,8 +178,7 @@ def _check_client(request: Request, config: SandboxConfig) -> None:
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded.strip():
         raise _unauthorized(
-            "Client authentication required:"
-            " send Authorization: Basic base64(client_id:client_secret)",
+            "Client authentication required: send Authorization: Basic base64(client_id:client_secret)",
             "Basic",
         )
     try:
@@ -217,9 +215,7 @@ def require_bearer(request: Request) -> None:
     """
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise _unauthorized(
-            "An access token is required: send Authorization: Bearer <token>", "Bearer"
-        )
+        raise _unauthorized("An access token is required: send Authorization: Bearer <token>", "Bearer")
     status = _state(request).token_status(token)
     if status == "expired":
         raise _unauthorized("The access token has expired; request a new one", "Bearer")
@@ -250,9 +246,7 @@ async def token_endpoint(request: Request) -> Response:
     _check_client(request, config)
     form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
     if form.get("grant_type") != ["client_credentials"]:
-        raise validation_error(
-            "TKN_1000", "grant_type", "grant_type is required and must be client_credentials"
-        )
+        raise validation_error("TKN_1000", "grant_type", "grant_type is required and must be client_credentials")
     if form.get("scope") != ["external"]:
         raise validation_error("TKN_1001", "scope", "scope is required and must be external")
     token = state.issue_token()
@@ -372,22 +366,15 @@ async def orders_endpoint(request: Request) -> Response:
         raise validation_error("ORD_1100", "page", "page must be an integer >= 0 (zero-based)")
     limit = _non_negative_int(params.get("limit", str(config.orders_default_limit)))
     if limit is None or not 1 <= limit <= config.orders_max_limit:
-        raise validation_error(
-            "ORD_1101", "limit", f"limit must be an integer from 1 to {config.orders_max_limit}"
-        )
+        raise validation_error("ORD_1101", "limit", f"limit must be an integer from 1 to {config.orders_max_limit}")
     sort = params.get("sort", "desc")
     if sort not in _SORT_SPELLINGS:
         raise validation_error("ORD_1102", "sort", "sort must be asc or desc")
     if config.orders_limit_cap is not None:
         limit = min(limit, config.orders_limit_cap)  # the test knob: a silent cap
-    numbers = page_numbers(
-        order_count=config.order_count, page=page, limit=limit, descending=_SORT_SPELLINGS[sort]
-    )
+    numbers = page_numbers(order_count=config.order_count, page=page, limit=limit, descending=_SORT_SPELLINGS[sort])
     elapsed = state.order_elapsed(numbers)
-    orders = [
-        build_order(number, seconds / config.order_step_seconds)
-        for number, seconds in zip(numbers, elapsed)
-    ]
+    orders = [build_order(number, seconds / config.order_step_seconds) for number, seconds in zip(numbers, elapsed)]
     return json_response(request, {"request": request_echo(request), "response": orders})
 
 
@@ -426,9 +413,7 @@ async def write_endpoint(request: Request) -> Response:
     if payload is None:
         raise validation_error("SBX_1000", "body", "the body must be a JSON object")
     if not isinstance(key, str) or not 1 <= len(key) <= MAX_WRITE_KEY_LENGTH:
-        raise validation_error(
-            "SBX_1001", "key", f"key must be a string of 1 to {MAX_WRITE_KEY_LENGTH} characters"
-        )
+        raise validation_error("SBX_1001", "key", f"key must be a string of 1 to {MAX_WRITE_KEY_LENGTH} characters")
     if decision is not None and decision.rejects_before_processing:
         # Not processed: the fault injector discards this and sends the 429/503 instead.
         return Response(status_code=503)
@@ -449,9 +434,7 @@ async def read_write_endpoint(request: Request) -> Response:
     require_bearer(request)
     key: str = request.path_params["key"]
     applied = _state(request).applied_writes(key)
-    return json_response(
-        request, {"request": request_echo(request), "response": {"key": key, "applied": applied}}
-    )
+    return json_response(request, {"request": request_echo(request), "response": {"key": key, "applied": applied}})
 
 
 # -- sandbox control -------------------------------------------------------------------------------
@@ -500,9 +483,7 @@ async def _http_error_handler(request: Request, exc: Exception) -> Response:
     Packly; the sandbox's choice.
     """
     assert isinstance(exc, HTTPException)
-    code, message = _HTTP_ERROR_CODES.get(
-        exc.status_code, ("INTERNAL_SERVER_ERROR", str(exc.detail))
-    )
+    code, message = _HTTP_ERROR_CODES.get(exc.status_code, ("INTERNAL_SERVER_ERROR", str(exc.detail)))
     error = PacklyError(exc.status_code, code, message, headers=dict(exc.headers or {}))
     return json_response(request, envelope(request, error), exc.status_code, error.headers)
 

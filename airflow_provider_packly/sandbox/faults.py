@@ -104,9 +104,7 @@ def _normalise_kinds(
     weights: dict[str, float] = {}
     for kind, weight in pairs:
         if kind not in allowed:
-            raise ValueError(
-                f"unknown fault kind {kind!r} in {name}; allowed: {', '.join(allowed)}"
-            )
+            raise ValueError(f"unknown fault kind {kind!r} in {name}; allowed: {', '.join(allowed)}")
         if kind in weights:
             raise ValueError(f"fault kind {kind!r} appears twice in {name}")
         weight = float(weight)
@@ -233,9 +231,7 @@ class FaultPicker:
     :meth:`draw` under its lock, in arrival order.
     """
 
-    def __init__(
-        self, seed: int | str, rate: float, weights: tuple[tuple[str, float], ...]
-    ) -> None:
+    def __init__(self, seed: int | str, rate: float, weights: tuple[tuple[str, float], ...]) -> None:
         self._random = random.Random(seed)
         self._rate = rate
         self._weights = tuple((kind, weight) for kind, weight in weights if weight > 0)
@@ -348,9 +344,7 @@ def _html_page(status: int) -> Response:
     return Response(body, status_code=status, media_type="text/html")
 
 
-def status_fault_response(
-    request: Request, decision: FaultDecision, config: FaultConfig
-) -> Response:
+def status_fault_response(request: Request, decision: FaultDecision, config: FaultConfig) -> Response:
     """The complete response of a status fault (``500``, ``502``, ``503``, ``429``).
 
     The envelope codes ``TOO_MANY_REQUESTS`` and ``SERVICE_UNAVAILABLE`` are not documented

@@ -159,9 +159,7 @@ def build_order(number: int, elapsed_steps: float) -> dict[str, Any]:
         "total_amount_tax_excluded": float(excluded),
         "tax_amount": float(tax),
         "total_amount_tax_included": float(excluded + tax),
-        "created_at": (_CREATED_AT_ORIGIN + timedelta(hours=26 * (number - 1)))
-        .isoformat()
-        .replace("+00:00", "Z"),
+        "created_at": (_CREATED_AT_ORIGIN + timedelta(hours=26 * (number - 1))).isoformat().replace("+00:00", "Z"),
         "items": items,
     }
 

@@ -169,15 +169,11 @@ def quote(
     """
     items = query.get("items")
     if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
-        raise validation_error(
-            "QUO_1000", "items", "items is required and must be a non-empty list of items"
-        )
+        raise validation_error("QUO_1000", "items", "items is required and must be a non-empty list of items")
     priced: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         prefix = f"items[{index}]."
-        box = validate_box(
-            item, materials=materials, max_dimension_mm=max_dimension_mm, path_prefix=prefix
-        )
+        box = validate_box(item, materials=materials, max_dimension_mm=max_dimension_mm, path_prefix=prefix)
         references = item.get("references")
         if not isinstance(references, list) or len(references) != 1:
             raise validation_error(
@@ -188,9 +184,7 @@ def quote(
         reference = references[0]
         raw_quantity = reference.get("quantity") if isinstance(reference, dict) else None
         if (
-            not (
-                isinstance(raw_quantity, str) and raw_quantity.isdigit() and raw_quantity.isascii()
-            )
+            not (isinstance(raw_quantity, str) and raw_quantity.isdigit() and raw_quantity.isascii())
             or int(raw_quantity) <= 0
         ):
             raise PacklyError(
@@ -212,9 +206,7 @@ def quote(
                 f"{prefix}manufacturing_time",
                 "manufacturing_time must be one of economy, standard, express",
             )
-        factor = Decimal(1) + sum(
-            (OPTION_SURCHARGES[name] for name, chosen in options.items() if chosen), Decimal(0)
-        )
+        factor = Decimal(1) + sum((OPTION_SURCHARGES[name] for name, chosen in options.items() if chosen), Decimal(0))
         unit_price = (
             blank_area_m2(box)
             * Decimal(str(materials[box.material]))
@@ -234,9 +226,7 @@ def quote(
         )
     shipping = query.get("shipping", "IT")
     if not isinstance(shipping, str) or not _SHIPPING_PATTERN.match(shipping):
-        raise validation_error(
-            "QUO_1004", "shipping", "shipping must be an ISO 3166 two-letter country code"
-        )
+        raise validation_error("QUO_1004", "shipping", "shipping must be an ISO 3166 two-letter country code")
     excluded = sum((p["total_amount_tax_excluded"] for p in priced), Decimal(0))
     tax = _money(excluded * TAX_RATE)
     return {

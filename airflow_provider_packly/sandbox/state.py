@@ -177,9 +177,7 @@ class SandboxState:
         if faults is not None:
             api_picker = FaultPicker(faults.seed, faults.rate, faults.weights)
             # A separate stream, so token refreshes do not shift the API's fault sequence.
-            token_picker = FaultPicker(
-                f"packly-token-{faults.seed}", faults.token_rate, faults.token_weights
-            )
+            token_picker = FaultPicker(f"packly-token-{faults.seed}", faults.token_rate, faults.token_weights)
         with self._lock:
             self._faults = faults
             self._api_picker = api_picker

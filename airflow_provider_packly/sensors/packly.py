@@ -23,7 +23,8 @@ hook and the triggers are imported when a sensor runs or defers.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
@@ -141,8 +142,13 @@ class _PacklySensorBase(CheckedArgumentsMixin, BaseSensorOperator):
         """
         from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 
-        if next_method == TRIGGER_FAIL_REPR and (next_kwargs or {}).get("error") == TriggerFailureReason.TRIGGER_TIMEOUT:
-            self.log.warning("No trigger answered before the deferral timed out (was the triggerer down?); poking once more.")
+        if (
+            next_method == TRIGGER_FAIL_REPR
+            and (next_kwargs or {}).get("error") == TriggerFailureReason.TRIGGER_TIMEOUT
+        ):
+            self.log.warning(
+                "No trigger answered before the deferral timed out (was the triggerer down?); poking once more."
+            )
             next_method, next_kwargs = "_resume_after_lost_trigger", {}
         return super().resume_execution(next_method, next_kwargs, context)
 
@@ -178,7 +184,9 @@ def _order_sensor_checks(kind: str) -> tuple[ArgumentCheck, ...]:
     """The argument rules of an order sensor waiting for a condition of this ``kind``."""
     return (
         ArgumentCheck(("order_id",), _check_order_id),
-        ArgumentCheck(("target_statuses", "failure_statuses"), lambda target, failure: _condition_of(kind, target, failure)),
+        ArgumentCheck(
+            ("target_statuses", "failure_statuses"), lambda target, failure: _condition_of(kind, target, failure)
+        ),
         ArgumentCheck(("page_size",), _check_page_size),
     )
 
@@ -263,7 +271,9 @@ class _PacklyOrderConditionSensor(_PacklySensorBase):
             self.log.info("%s", message)
             return PokeReturnValue(
                 is_done=True,
-                xcom_value=self._result_value(event["order_id"], event.get("order_status"), event.get("product_statuses")),
+                xcom_value=self._result_value(
+                    event["order_id"], event.get("order_status"), event.get("product_statuses")
+                ),
             )
         if status == "failed":
             raise AirflowFailException(message)
@@ -277,7 +287,9 @@ class _PacklyOrderConditionSensor(_PacklySensorBase):
         condition = self.condition
         self.log.info(
             "Deferring: waiting on the triggerer for Packly order %s (%s) until %s.",
-            self.order_id, condition.describe(), deadline,
+            self.order_id,
+            condition.describe(),
+            deadline,
         )
         self.defer(
             trigger=PacklyOrderStatusTrigger(
@@ -345,10 +357,6 @@ class PacklyOrderProductsShippedSensor(_PacklyOrderConditionSensor):
     condition_kind = "products_status"
     default_target_statuses = ("shipped",)
     argument_checks = _order_sensor_checks(condition_kind)
-
-
-
-
 
 
 class PacklySensor(_PacklySensorBase):
@@ -433,7 +441,9 @@ class PacklySensor(_PacklySensorBase):
         """
         event = self._read_event(event, ("deadline",))
         if event["status"] not in ("success", "timeout"):
-            raise AirflowException(f"PacklyWaitTrigger sent an unexpected {event['status']!r} event: {event['message']}")
+            raise AirflowException(
+                f"PacklyWaitTrigger sent an unexpected {event['status']!r} event: {event['message']}"
+            )
         deadline = str(event["deadline"])
         try:
             parse_deadline(deadline)

@@ -16,8 +16,9 @@ unit-tested without a network:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 from airflow_provider_packly.exceptions import (
     PacklyAPIError,
@@ -122,9 +123,7 @@ class OrderCondition:
             raise PacklyValidationError("target_statuses must name at least one status.")
         both = [status for status in target if status in failure]
         if both:
-            raise PacklyValidationError(
-                f"{', '.join(map(repr, both))} cannot be both a target and a failure status."
-            )
+            raise PacklyValidationError(f"{', '.join(map(repr, both))} cannot be both a target and a failure status.")
         object.__setattr__(self, "target_statuses", target)
         object.__setattr__(self, "failure_statuses", failure)
 
@@ -171,13 +170,19 @@ class OrderCondition:
                     f"{' or '.join(map(repr, self.target_statuses))}.",
                 )
             return ConditionResult(
-                "waiting", status, products, f"{where} has status {status!r}{_undocumented(status, ORDER_STATUSES)}; waiting."
+                "waiting",
+                status,
+                products,
+                f"{where} has status {status!r}{_undocumented(status, ORDER_STATUSES)}; waiting.",
             )
         # products_status
         if status in self.failure_statuses:
             return ConditionResult(
-                "failed", status, products, f"{where} has status {status!r}, a failure status; its products will not be "
-                f"{' or '.join(map(repr, self.target_statuses))}."
+                "failed",
+                status,
+                products,
+                f"{where} has status {status!r}, a failure status; its products will not be "
+                f"{' or '.join(map(repr, self.target_statuses))}.",
             )
         failed = {pid: pstatus for pid, pstatus in products.items() if pstatus in self.failure_statuses}
         if failed:
@@ -188,13 +193,18 @@ class OrderCondition:
         pending = {pid: pstatus for pid, pstatus in products.items() if pstatus not in self.target_statuses}
         if not pending:
             return ConditionResult(
-                "success", status, products,
+                "success",
+                status,
+                products,
                 f"{where}: all {len(products)} product(s) are {' or '.join(map(repr, self.target_statuses))}.",
             )
         listed = ", ".join(f"{pid} is {pstatus!r}" for pid, pstatus in list(pending.items())[:5])
         more = f" and {len(pending) - 5} more" if len(pending) > 5 else ""
         return ConditionResult(
-            "waiting", status, products, f"{where}: {len(pending)} of {len(products)} product(s) not there yet ({listed}{more}); waiting."
+            "waiting",
+            status,
+            products,
+            f"{where}: {len(pending)} of {len(products)} product(s) not there yet ({listed}{more}); waiting.",
         )
 
 
