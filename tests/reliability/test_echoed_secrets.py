@@ -18,11 +18,9 @@ from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyAPIError, PacklyAuthError, PacklyError, PacklyTransportError
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.resources import PacklyValidationError
-from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger
-from airflow_provider_packly.triggers.rules import OrderCondition, deadline_after
 
 from ..loopback import RawRequest, http_response, loopback_server, token_answer, token_then
-from .failures import failed_get
+from .calls import failed_get, order_closed_events
 
 CLIENT_ID = "echo-client"
 SECRET = "Echo-Secret-Value-9xQ2"
@@ -118,16 +116,7 @@ async def test_a_trigger_event_payload_holds_no_echoed_token(mocker):
         return http_response(404, json.dumps({"response": {"code": "NOT_FOUND", "message": said}}).encode())
 
     with loopback_server(echoing(not_found)) as server:
-        mocker.patch.object(
-            PacklyOrderStatusTrigger, "_make_hook", lambda self: PacklyHook(connection=connection(server.base_url))
-        )
-        trigger = PacklyOrderStatusTrigger(
-            order_id="ORD-1",
-            condition=OrderCondition("order_status", ("closed",), ()).to_dict(),
-            deadline=deadline_after(30),
-            poll_interval=0.01,
-        )
-        events = [event.payload async for event in trigger.run()]
+        events = await order_closed_events(mocker, connection(server.base_url))
     assert [event["status"] for event in events] == ["error"]
     assert "***" in events[0]["message"]
     assert_no_secret(json.dumps(events), TOKEN, SECRET, basic())

@@ -23,11 +23,9 @@ from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.operators.packly import PacklyDielineOperator
 from airflow_provider_packly.resources import PacklyValidationError
 from airflow_provider_packly.retries import parse_retry_after
-from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger
-from airflow_provider_packly.triggers.rules import OrderCondition, deadline_after
 
 from ..loopback import RawRequest, http_response, loopback_server, token_answer, token_then
-from .failures import failed_get
+from .calls import failed_get, order_closed_events
 
 TOKEN = "typed-failures-token"
 SECRET = "typed-failures-secret"
@@ -116,14 +114,7 @@ async def test_in_a_trigger_a_429_with_an_odd_retry_after_stays_transient(mocker
         return http_response(200, json.dumps(page).encode(), {"Content-Type": "application/json"})
 
     with loopback_server(api(orders)) as server:
-        mocker.patch.object(PacklyOrderStatusTrigger, "_make_hook", lambda self: PacklyHook(connection=connection(server.base_url)))
-        trigger = PacklyOrderStatusTrigger(
-            order_id="ORD-1",
-            condition=OrderCondition("order_status", ("closed",), ()).to_dict(),
-            deadline=deadline_after(30),
-            poll_interval=0.01,
-        )
-        events = [event.payload async for event in trigger.run()]
+        events = await order_closed_events(mocker, connection(server.base_url))
     assert [event["status"] for event in events] == ["success"]
 
 
