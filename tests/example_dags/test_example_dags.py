@@ -195,6 +195,22 @@ def assert_succeeded(returncode: int, output: str, dag_id: str, sandbox) -> None
     assert "sandbox-client-secret" not in output
 
 
+def run_dag_on_a_gated_clock(env: dict[str, str], sandbox, clock: GateClock, dag_id: str, start_at: str) -> str:
+    """Run ``dag_id`` with every order timeline restarted and the sandbox's clock stopped until an
+    output line holds ``start_at`` (or the run ends); check that it succeeded; its output."""
+    clock.freeze()
+    sandbox.state.reset_clock()
+
+    def start_clock(line: str) -> None:
+        if start_at in line:
+            clock.start()
+
+    returncode, output = run_dag(env, dag_id, on_line=start_clock)
+    clock.start()
+    assert_succeeded(returncode, output, dag_id, sandbox)
+    return output
+
+
 @pytest.mark.airflow_cli
 @pytest.mark.integration
 def test_quickstart(airflow_env, sandbox):
@@ -236,17 +252,10 @@ def test_quote_then_wait_for_order_defers_and_resumes(airflow_env, sandbox, cloc
     # ORD-0001 starts at waiting_execute_payment and closes 4 steps (4 s) after the clock runs.
     # The clock starts when the sensor task starts, so its first poke cannot see "closed" and it
     # must defer, however long Airflow took to start.
-    clock.freeze()
-    sandbox.state.reset_clock()
-
-    def start_clock_at_the_sensor(line: str) -> None:
-        if "[DAG TEST] starting task_id=wait_for_order_closed" in line:
-            clock.start()
-
     orders_before = sandbox.state.api_requests["/v1/reseller/orders"]
-    returncode, output = run_dag(airflow_env, "packly_quote_then_wait_for_order", on_line=start_clock_at_the_sensor)
-    clock.start()
-    assert_succeeded(returncode, output, "packly_quote_then_wait_for_order", sandbox)
+    output = run_dag_on_a_gated_clock(
+        airflow_env, sandbox, clock, "packly_quote_then_wait_for_order", start_at="[DAG TEST] starting task_id=wait_for_order_closed"
+    )
 
     lines = output.splitlines()
 
@@ -279,17 +288,10 @@ def test_taskflow_chain_defers_on_an_upstream_order_id_and_maps(airflow_env, san
     # The order id comes from an upstream @task (an XComArg). The sandbox's clock stands still until
     # the trigger runs, so the sensor's first poke finds the order open and defers however long its
     # task took to start (on a busy machine, more than the 4 s ORD-0001 takes to close).
-    clock.freeze()
-    sandbox.state.reset_clock()
-
-    def start_clock_at_the_trigger(line: str) -> None:
-        if "[DAG TEST] running trigger in line" in line:
-            clock.start()
-
     quotations_before = sandbox.state.api_requests["/v1/reseller/quotation"]
-    returncode, output = run_dag(airflow_env, "packly_taskflow_chain", on_line=start_clock_at_the_trigger)
-    clock.start()
-    assert_succeeded(returncode, output, "packly_taskflow_chain", sandbox)
+    output = run_dag_on_a_gated_clock(
+        airflow_env, sandbox, clock, "packly_taskflow_chain", start_at="[DAG TEST] running trigger in line"
+    )
 
     lines = output.splitlines()
     deferred = [i for i, line in enumerate(lines) if "Deferring: waiting on the triggerer for Packly order ORD-0001" in line]

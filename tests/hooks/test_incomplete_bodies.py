@@ -18,9 +18,10 @@ from airflow_provider_packly.exceptions import PacklyError, PacklyTransportError
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.operators.packly import PacklyDielineOperator
 
-from ..raw_http import gzip_answer, raw_server, token_answer
+from ..loopback import gzip_answer, loopback_server, token_answer, token_then
 from ..triggers.fakes import FakePackly, sandbox_connection_json
 
+TOKEN = "raw-token-AAAA%2FAAA%3D"
 #: A dieline-sized PDF (about 260 KB) that does not compress to nothing.
 PDF = b"%PDF-1.4\n" + random.Random(8).randbytes(260_000) + b"\n%%EOF\n"
 BOX = {"article": "s020_v1", "material": "SBS300", "width": 120, "depth": 80, "height": 40}
@@ -28,12 +29,7 @@ INCOMPLETE = "arrived incomplete"
 
 
 def _packly(dieline: bytes):
-    def respond(method: str, path: str, headers: dict[str, str]) -> bytes:
-        if path == "/v1/oauth2/token":
-            return token_answer()
-        return dieline
-
-    return respond
+    return token_then(dieline, token=token_answer(TOKEN))
 
 
 def _connection(make_connection, base_url: str, **overrides):
@@ -47,7 +43,7 @@ def _assert_incomplete(error: BaseException) -> None:
 
 
 def test_truncated_gzip_with_a_matching_length_fails_get_dieline(make_connection):
-    with raw_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
+    with loopback_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
         with PacklyHook(connection=_connection(make_connection, server.base_url)) as hook:
             with pytest.raises(PacklyError) as caught:
                 hook.get_dieline(**BOX)
@@ -56,7 +52,7 @@ def test_truncated_gzip_with_a_matching_length_fails_get_dieline(make_connection
 
 @pytest.mark.anyio
 async def test_truncated_gzip_fails_aget_dieline(make_connection):
-    with raw_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
+    with loopback_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
         async with PacklyHook(connection=_connection(make_connection, server.base_url)) as hook:
             with pytest.raises(PacklyError) as caught:
                 await hook.aget_dieline(**BOX)
@@ -65,7 +61,7 @@ async def test_truncated_gzip_fails_aget_dieline(make_connection):
 
 def test_truncated_gzip_fails_inside_stream(make_connection):
     received = b""
-    with raw_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
+    with loopback_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
         with PacklyHook(connection=_connection(make_connection, server.base_url)) as hook:
             with pytest.raises(PacklyError) as caught:
                 with hook.stream("GET", "/v1/reseller/dieline", params=BOX) as response:
@@ -77,7 +73,7 @@ def test_truncated_gzip_fails_inside_stream(make_connection):
 
 @pytest.mark.anyio
 async def test_truncated_gzip_fails_inside_astream(make_connection):
-    with raw_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
+    with loopback_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
         async with PacklyHook(connection=_connection(make_connection, server.base_url)) as hook:
             with pytest.raises(PacklyError) as caught:
                 async with hook.astream("GET", "/v1/reseller/dieline", params=BOX) as response:
@@ -87,7 +83,7 @@ async def test_truncated_gzip_fails_inside_astream(make_connection):
 
 
 def test_a_complete_gzip_body_is_returned_whole(make_connection):
-    with raw_server(_packly(gzip_answer(PDF))) as server:
+    with loopback_server(_packly(gzip_answer(PDF))) as server:
         with PacklyHook(connection=_connection(make_connection, server.base_url)) as hook:
             assert hook.get_dieline(**BOX) == PDF
 
@@ -95,19 +91,16 @@ def test_a_complete_gzip_body_is_returned_whole(make_connection):
 def test_a_truncated_gzip_get_is_retried(make_connection):
     answers = [gzip_answer(PDF, keep=0.5), gzip_answer(PDF)]
 
-    def respond(method: str, path: str, headers: dict[str, str]) -> bytes:
-        return token_answer() if path == "/v1/oauth2/token" else answers.pop(0)
-
-    with raw_server(respond) as server:
+    with loopback_server(token_then(lambda request: answers.pop(0), token=token_answer(TOKEN))) as server:
         connection = make_connection(base_url=server.base_url, retry_max_attempts=2, retry_backoff_seconds=0)
         with PacklyHook(connection=connection) as hook:
             assert hook.get_dieline(**BOX) == PDF
-    assert [path for _, path in server.requests].count("/v1/reseller/dieline") == 2
+    assert [path for _, path in server.calls].count("/v1/reseller/dieline") == 2
 
 
 def test_the_dieline_operator_keeps_no_file_from_a_truncated_gzip(make_connection, monkeypatch, tmp_path):
     target = tmp_path / "box.pdf"
-    with raw_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
+    with loopback_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
         monkeypatch.setenv("AIRFLOW_CONN_PACKLY_DEFAULT", sandbox_connection_json(server.base_url))
         with pytest.raises(PacklyError) as caught:
             PacklyDielineOperator(task_id="d", **BOX, output_path=str(target)).execute({})
@@ -118,7 +111,7 @@ def test_the_dieline_operator_keeps_no_file_from_a_truncated_gzip(make_connectio
 def test_the_dieline_operator_keeps_an_earlier_file_untouched(monkeypatch, tmp_path):
     target = tmp_path / "box.pdf"
     target.write_bytes(b"%PDF- the previous good file")
-    with raw_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
+    with loopback_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
         monkeypatch.setenv("AIRFLOW_CONN_PACKLY_DEFAULT", sandbox_connection_json(server.base_url))
         with pytest.raises(PacklyError):
             PacklyDielineOperator(task_id="d", **BOX, output_path=str(target)).execute({})
@@ -208,7 +201,7 @@ def test_an_error_answer_cut_short_is_still_a_typed_error():
 def test_raw_server_sends_exactly_what_it_is_given():
     """The fixture itself: a truncated gzip really arrives with a matching Content-Length."""
     answer = gzip_answer(PDF, keep=0.5)
-    with raw_server(lambda *_: answer) as server:
+    with loopback_server(lambda request: answer) as server:
         with httpx.Client() as client:
             with client.stream("GET", server.base_url + "/x") as response:
                 raw = b"".join(response.iter_raw())

@@ -16,7 +16,7 @@ from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyAPIError, PacklyAuthError
 from airflow_provider_packly.hooks.packly import PacklyHook
 
-from .hostile import answer, gzip_bomb, hostile_server, token_then
+from ..loopback import gzip_bomb, http_response, loopback_server, token_then
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +31,8 @@ def bomb() -> bytes:
     return gzip_bomb(200)
 
 
-def bombing(body: bytes, status: str):
-    return answer(status, body, **{"Content-Encoding": "gzip"})
+def bombing(body: bytes, status: int) -> bytes:
+    return http_response(status, body, {"Content-Type": "application/json", "Content-Encoding": "gzip"})
 
 
 def connection(server) -> PacklyConnection:
@@ -58,7 +58,7 @@ def peak_while(call) -> tuple[int, BaseException]:
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_a_gzip_bomb_token_response_is_refused_without_decoding_it(bomb, use_async):
-    with hostile_server(lambda method, path: bombing(bomb, "200 OK")) as server:
+    with loopback_server(lambda request: bombing(bomb, 200)) as server:
         hook = PacklyHook(connection=connection(server))
         if use_async:
 
@@ -77,7 +77,7 @@ def test_a_gzip_bomb_token_response_is_refused_without_decoding_it(bomb, use_asy
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_a_gzip_bomb_error_body_gives_the_error_without_decoding_it(bomb, use_async):
-    with hostile_server(token_then(bombing(bomb, "500 Internal Server Error"))) as server:
+    with loopback_server(token_then(bombing(bomb, 500))) as server:
         hook = PacklyHook(connection=connection(server))
         if use_async:
 
@@ -95,8 +95,8 @@ def test_a_gzip_bomb_error_body_gives_the_error_without_decoding_it(bomb, use_as
 
 def test_a_gzip_bomb_401_is_not_read_before_the_token_is_refreshed(bomb):
     """The first 401 of a call is discarded for a refresh: its body is not read at all."""
-    answers = iter([bombing(bomb, "401 Unauthorized"), answer("200 OK", b'{"response": []}')])
-    with hostile_server(token_then(lambda exchange: next(answers)(exchange))) as server:
+    answers = iter([bombing(bomb, 401), http_response(200, b'{"response": []}', {"Content-Type": "application/json"})])
+    with loopback_server(token_then(lambda request: next(answers))) as server:
         with PacklyHook(connection=connection(server)) as hook:
             tracemalloc.start()
             try:

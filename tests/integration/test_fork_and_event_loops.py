@@ -26,7 +26,7 @@ from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.sandbox import run_sandbox
 
-from .hostile import TOKEN_BODY, answer, hostile_server
+from ..loopback import RawRequest, loopback_server, token_answer
 
 pytestmark = [
     pytest.mark.integration,
@@ -73,13 +73,13 @@ def test_a_child_forked_while_a_token_fetch_is_in_flight_fetches_its_own():
     arrived, release = threading.Event(), threading.Event()
     count = itertools.count()
 
-    def token(exchange) -> None:
+    def token(request: RawRequest) -> bytes:
         if next(count) == 0:  # the parent's fetch: held until the child is done
             arrived.set()
             release.wait(30)
-        answer("200 OK", TOKEN_BODY)(exchange)
+        return token_answer("hostile-test-token")
 
-    with hostile_server(lambda method, path: token) as server:
+    with loopback_server(token) as server:
         settings = PacklyConnection(client_id="fork-client", client_secret="fork-secret-P3", base_url=server.base_url)
         parent_hook = PacklyHook(connection=settings)
         tokens: list[str] = []
@@ -99,7 +99,7 @@ def test_a_child_forked_while_a_token_fetch_is_in_flight_fetches_its_own():
             parent_hook.close()
     assert status == 0
     assert tokens == ["hostile-test-token"]  # the parent's own fetch completed, unaffected
-    assert server.requests.count(("POST", "/v1/oauth2/token")) == 2  # one each
+    assert server.calls.count(("POST", "/v1/oauth2/token")) == 2  # one each
 
 
 def test_a_hook_used_before_a_fork_gives_the_child_its_own_connection():

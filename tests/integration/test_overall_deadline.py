@@ -18,7 +18,7 @@ from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError, PacklyTransportError
 from airflow_provider_packly.hooks.packly import PacklyHook
 
-from .hostile import TOKEN_BODY, answer, endless, hostile_server, token_then, trickle
+from ..loopback import endless, http_response, loopback_server, token_answer, token_then, trickle
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -26,6 +26,7 @@ ORDERS = "/v1/reseller/orders"
 #: A call given a 1 s deadline must have ended by then; 5 s leaves room for a loaded machine.
 BOUND = 5.0
 DEADLINE_SAYS = "did not finish within its overall deadline of 1 s"
+JSON = {"Content-Type": "application/json"}
 
 
 def connection(server, **overrides) -> PacklyConnection:
@@ -55,11 +56,11 @@ async def atimed(call):
     return time.monotonic() - started, caught.value
 
 
-SLOW_TOKEN = trickle(TOKEN_BODY, every=0.2)  # about 20 s for the whole token response
+SLOW_TOKEN = trickle(token_answer(), every=0.2, head_at_once=True)  # about 20 s for the whole token response
 
 
 def test_a_trickling_token_endpoint_is_cut_at_the_deadline_for_the_leader_and_every_waiter():
-    with hostile_server(token_then(answer("200 OK", b"[]"), token=SLOW_TOKEN)) as server:
+    with loopback_server(token_then(http_response(200, b"[]", JSON), token=SLOW_TOKEN)) as server:
         settings = connection(server)
         outcomes: list[tuple[float, BaseException]] = []
 
@@ -78,11 +79,11 @@ def test_a_trickling_token_endpoint_is_cut_at_the_deadline_for_the_leader_and_ev
         # The leader's own deadline error, or a waiter's bound on waiting for it: both say how to fix it.
         assert isinstance(error, PacklyTransportError) and "request_deadline_seconds" in str(error)
     assert any(DEADLINE_SAYS in str(error) for _, error in outcomes)
-    assert server.requests.count(("POST", "/v1/oauth2/token")) == 1  # the waiters shared the leader's fetch
+    assert server.calls.count(("POST", "/v1/oauth2/token")) == 1  # the waiters shared the leader's fetch
 
 
 async def test_a_trickling_token_endpoint_is_cut_at_the_deadline_async():
-    with hostile_server(token_then(answer("200 OK", b"[]"), token=SLOW_TOKEN)) as server:
+    with loopback_server(token_then(http_response(200, b"[]", JSON), token=SLOW_TOKEN)) as server:
         async with PacklyHook(connection=connection(server)) as hook:
             results = await asyncio.gather(*(atimed(lambda: hook.arequest("GET", ORDERS)) for _ in range(4)))
     for seconds, error in results:
@@ -92,7 +93,7 @@ async def test_a_trickling_token_endpoint_is_cut_at_the_deadline_async():
 
 
 def test_a_trickling_api_answer_is_cut_at_the_deadline():
-    with hostile_server(token_then(trickle(b'{"response": []}' * 10, every=0.1))) as server:
+    with loopback_server(token_then(trickle(http_response(200, b'{"response": []}' * 10, JSON), every=0.1, head_at_once=True))) as server:
         with PacklyHook(connection=connection(server)) as hook:
             seconds, error = timed(lambda: hook.request("GET", ORDERS))
     assert seconds < BOUND and DEADLINE_SAYS in str(error)
@@ -100,14 +101,14 @@ def test_a_trickling_api_answer_is_cut_at_the_deadline():
 
 
 def test_an_endless_chunked_answer_is_cut_at_the_deadline():
-    with hostile_server(token_then(endless())) as server:
+    with loopback_server(token_then(endless())) as server:
         with PacklyHook(connection=connection(server)) as hook:
             seconds, error = timed(lambda: hook.request("GET", ORDERS))
     assert seconds < BOUND and isinstance(error, PacklyTransportError) and DEADLINE_SAYS in str(error)
 
 
 async def test_an_endless_chunked_answer_is_cut_at_the_deadline_async():
-    with hostile_server(token_then(endless())) as server:
+    with loopback_server(token_then(endless())) as server:
         async with PacklyHook(connection=connection(server)) as hook:
             seconds, error = await atimed(lambda: hook.arequest("GET", ORDERS))
     assert seconds < BOUND and isinstance(error, PacklyTransportError) and DEADLINE_SAYS in str(error)
@@ -115,7 +116,7 @@ async def test_an_endless_chunked_answer_is_cut_at_the_deadline_async():
 
 def test_an_endless_streamed_answer_is_cut_while_it_is_read():
     """``stream()`` (the dieline operator's path): the caller reads; the deadline still holds."""
-    with hostile_server(token_then(endless())) as server:
+    with loopback_server(token_then(endless())) as server:
         with PacklyHook(connection=connection(server)) as hook:
 
             def read_all() -> None:
@@ -128,7 +129,7 @@ def test_an_endless_streamed_answer_is_cut_while_it_is_read():
 
 
 async def test_an_endless_streamed_answer_is_cut_while_it_is_read_async():
-    with hostile_server(token_then(endless())) as server:
+    with loopback_server(token_then(endless())) as server:
         async with PacklyHook(connection=connection(server)) as hook:
 
             async def read_all() -> None:
@@ -142,7 +143,7 @@ async def test_an_endless_streamed_answer_is_cut_while_it_is_read_async():
 
 def test_the_default_deadline_follows_the_timeouts():
     """Unset, the deadline is the retry budget plus each phase timeout once: 0.5 + 4 x 0.2 = 1.3 s."""
-    with hostile_server(token_then(endless())) as server:
+    with loopback_server(token_then(endless())) as server:
         settings = connection(server, request_deadline_seconds=None, timeout=0.2, retry_max_seconds=0.5)
         assert settings.request_deadline() == pytest.approx(1.3)
         with PacklyHook(connection=settings) as hook:
@@ -153,8 +154,8 @@ def test_the_default_deadline_follows_the_timeouts():
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_no_retry_is_waited_for_past_the_deadline(use_async):
     """A 503 asking to come back in 3 s, under a 1 s deadline: answered now, not resent."""
-    busy = answer("503 Service Unavailable", b'{"response": {"code": "BUSY", "message": "later"}}', **{"Retry-After": "3"})
-    with hostile_server(token_then(busy)) as server:
+    busy = http_response(503, b'{"response": {"code": "BUSY", "message": "later"}}', {**JSON, "Retry-After": "3"})
+    with loopback_server(token_then(busy)) as server:
         hook = PacklyHook(connection=connection(server, retry_after_max_seconds=10))
         started = time.monotonic()
         with pytest.raises(PacklyAPIError) as caught:
@@ -171,4 +172,4 @@ def test_no_retry_is_waited_for_past_the_deadline(use_async):
         seconds = time.monotonic() - started
     assert caught.value.http_status == 503
     assert seconds < 1.0 + BOUND - 1  # never slept the 3 s
-    assert server.requests.count(("GET", ORDERS)) == 1
+    assert server.calls.count(("GET", ORDERS)) == 1

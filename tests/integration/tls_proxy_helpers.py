@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..loopback import LoopbackListener, http_response, read_head, response_head
+
 # -- PKI ------------------------------------------------------------------------------------------
 
 
@@ -157,7 +159,8 @@ class ForwardProxy:
     ``CONNECT`` opens a byte tunnel; an absolute-form request is forwarded with
     ``Connection: close`` (one request per connection, so each is counted). With
     ``credentials=(user, password)`` it answers 407 unless ``Proxy-Authorization`` matches.
-    Only loopback targets are allowed.
+    Only loopback targets are allowed. Connections are accepted and stopped by
+    ``tests.loopback.LoopbackListener``, the raw test server's own machinery.
     """
 
     def __init__(self, credentials: tuple[str, str] | None = None) -> None:
@@ -167,98 +170,55 @@ class ForwardProxy:
             if credentials
             else None
         )
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._closed = False
-        self._acceptor = threading.Thread(target=self._accept, name="test-proxy", daemon=True)
+        self._listener = LoopbackListener(self._serve, name="test-proxy")
+        self.port = self._listener.port
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         userinfo = f"{user}:{password}@" if user is not None else ""
         return f"http://{userinfo}127.0.0.1:{self.port}"
 
     def __enter__(self) -> ForwardProxy:
-        self._acceptor.start()
+        self._listener.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._closed = True
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (close alone does not)
-        except OSError:
-            pass
         self._listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
-        self._acceptor.join(5)
-        for thread in self._threads:
-            thread.join(5)
-
-    def _track(self, sock: socket.socket) -> socket.socket:
-        with self._lock:
-            self._sockets.append(sock)
-        return sock
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(self._track(client),), daemon=True)
-            self._threads.append(thread)
-            thread.start()
 
     def _serve(self, client: socket.socket) -> None:
         try:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = client.recv(65536)
-                if not chunk:
-                    return
-                head += chunk
-            head, _, rest = head.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, version = lines[0].split(" ", 2)
-            headers = [line.split(":", 1) for line in lines[1:] if ":" in line]
-            auth = next((value.strip() for name, value in headers if name.strip().lower() == "proxy-authorization"), None)
-            if self._expected is not None and auth != self._expected:
+            head = read_head(client)
+            if head is None:
+                return
+            if self._expected is not None and head.headers.get("proxy-authorization") != self._expected:
                 with self._lock:
                     self.counts.refused += 1
                 client.sendall(
-                    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                    b'Proxy-Authenticate: Basic realm="test"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
+                    http_response(407, headers={"Proxy-Authenticate": 'Basic realm="test"'}, reason="Proxy Authentication Required")
                 )
                 return
-            if method == "CONNECT":
-                host, port = target.rsplit(":", 1)
-                upstream = self._track(self._open(host, int(port)))
+            if head.method == "CONNECT":
+                host, port = head.target.rsplit(":", 1)
+                upstream = self._listener.track(self._open(host, int(port)))
                 with self._lock:
-                    self.counts.connects.append(target)
-                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                if rest:
-                    upstream.sendall(rest)
+                    self.counts.connects.append(head.target)
+                client.sendall(response_head(200, "Connection established", {}))
+                if head.rest:
+                    upstream.sendall(head.rest)
             else:
-                scheme, _, remainder = target.partition("://")
+                scheme, _, remainder = head.target.partition("://")
                 authority, _, path = remainder.partition("/")
                 host, _, port = authority.rpartition(":")
-                upstream = self._track(self._open(host, int(port or 80)))
+                upstream = self._listener.track(self._open(host, int(port or 80)))
                 with self._lock:
-                    self.counts.plain.append(f"{method} {target}")
+                    self.counts.plain.append(f"{head.method} {head.target}")
                 kept = [
-                    f"{name}:{value}"
-                    for name, value in headers
-                    if name.strip().lower() not in ("proxy-authorization", "proxy-connection", "connection")
+                    f"{name}: {value}"
+                    for name, value in head.fields
+                    if name.lower() not in ("proxy-authorization", "proxy-connection", "connection")
                 ]
-                forwarded = "\r\n".join([f"{method} /{path} {version}", *kept, "Connection: close", "", ""])
-                upstream.sendall(forwarded.encode("latin-1") + rest)
+                forwarded = "\r\n".join([f"{head.method} /{path} {head.version}", *kept, "Connection: close", "", ""])
+                upstream.sendall(forwarded.encode("latin-1") + head.rest)
             self._pipe(client, upstream)
         except OSError:
             pass

@@ -18,10 +18,9 @@ from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyAPIError, PacklyAuthError, PacklyError, PacklyTransportError
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.resources import PacklyValidationError
-from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger
-from airflow_provider_packly.triggers.rules import OrderCondition, deadline_after
 
-from .raw_server import RawRequest, http_response, raw_server, token_answer
+from ..loopback import RawRequest, http_response, loopback_server, token_answer, token_then
+from .calls import failed_get, order_closed_events
 
 CLIENT_ID = "echo-client"
 SECRET = "Echo-Secret-Value-9xQ2"
@@ -63,30 +62,12 @@ def fail(exc: BaseException) -> str:
 
 def call(base_url: str, mode: str, *, secret: str = SECRET, path: str = "/v1/reseller/dieline", **settings) -> PacklyError:
     """One API call, sync or async, that must fail with a PacklyError (returned)."""
-    conn = connection(base_url, secret, **settings)
-    if mode == "sync":
-        with PacklyHook(connection=conn) as hook, pytest.raises(PacklyError) as raised:
-            hook.request("GET", path)
-        return raised.value
-
-    async def run() -> PacklyError:
-        async with PacklyHook(connection=conn) as hook:
-            with pytest.raises(PacklyError) as raised:
-                await hook.arequest("GET", path)
-            return raised.value
-
-    return asyncio.run(run())
+    return failed_get(connection(base_url, secret, **settings), mode, path)
 
 
 def echoing(answer):
     """A Packly whose token endpoint works and whose API answers ``answer(request)``."""
-
-    def handle(request: RawRequest) -> bytes:
-        if request.path == "/v1/oauth2/token":
-            return token_answer(TOKEN)
-        return answer(request)
-
-    return handle
+    return token_then(answer, token=token_answer(TOKEN))
 
 
 # -- 1. an error body that echoes the request ---------------------------------------------------
@@ -121,7 +102,7 @@ def _all_secrets_echo(request: RawRequest) -> bytes:
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("answer", [_html_echo, _envelope_echo, _rfc6749_echo, _keys_echo, _all_secrets_echo])
 def test_an_api_error_body_echoing_the_credentials_loses_them(answer, mode):
-    with raw_server(echoing(answer)) as server:
+    with loopback_server(echoing(answer)) as server:
         error = call(server.base_url, mode)
     assert isinstance(error, PacklyAPIError)
     assert "***" in str(error)
@@ -134,17 +115,8 @@ async def test_a_trigger_event_payload_holds_no_echoed_token(mocker):
         said = f"no orders for {request.headers['authorization']}"
         return http_response(404, json.dumps({"response": {"code": "NOT_FOUND", "message": said}}).encode())
 
-    with raw_server(echoing(not_found)) as server:
-        mocker.patch.object(
-            PacklyOrderStatusTrigger, "_make_hook", lambda self: PacklyHook(connection=connection(server.base_url))
-        )
-        trigger = PacklyOrderStatusTrigger(
-            order_id="ORD-1",
-            condition=OrderCondition("order_status", ("closed",), ()).to_dict(),
-            deadline=deadline_after(30),
-            poll_interval=0.01,
-        )
-        events = [event.payload async for event in trigger.run()]
+    with loopback_server(echoing(not_found)) as server:
+        events = await order_closed_events(mocker, connection(server.base_url))
     assert [event["status"] for event in events] == ["error"]
     assert "***" in events[0]["message"]
     assert_no_secret(json.dumps(events), TOKEN, SECRET, basic())
@@ -166,7 +138,7 @@ def _token_endpoint_echo(body: str, status: int = 400):
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_secret_with_backslash_and_quote_is_redacted_before_escaping(mode):
     body = f"bad client: secret {QUOTING_SECRET} refused; <pre>{html.escape(QUOTING_SECRET)}</pre>"
-    with raw_server(_token_endpoint_echo(body)) as server:
+    with loopback_server(_token_endpoint_echo(body)) as server:
         error = call(server.base_url, mode, secret=QUOTING_SECRET)
     assert isinstance(error, PacklyAuthError)
     assert "secret *** refused; <pre>***</pre>" in str(error)
@@ -184,7 +156,7 @@ def test_a_secret_straddling_the_excerpt_cut_leaks_no_part(what, offset):
     def answer(request: RawRequest) -> bytes:
         return http_response(502, body.encode(), {"Content-Type": "text/html"})
 
-    with raw_server(echoing(answer)) as server:
+    with loopback_server(echoing(answer)) as server:
         error = call(server.base_url, "sync")
     assert isinstance(error, PacklyAPIError)
     # Before: the first characters up to the 200th were quoted (28 of a Basic value decode to
@@ -215,7 +187,7 @@ def test_base64_and_percent_encoded_echoes_are_redacted(kind, mode):
     def answer(request: RawRequest) -> bytes:
         return http_response(400, (" | ".join(echo for echo, _ in echoes)).encode(), {"Content-Type": "text/plain"})
 
-    with raw_server(echoing(answer)) as server:
+    with loopback_server(echoing(answer)) as server:
         error = call(server.base_url, mode)
     text = fail(error)
     assert "***" in text
@@ -232,7 +204,7 @@ def test_base64_and_percent_encoded_echoes_are_redacted(kind, mode):
 @pytest.mark.parametrize("bad", ["tok\x0ben-value", "tok\x01en-value", "tok\x7fen-value", "tökenvalue", "tok en-value", "token-value\t"])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_token_that_cannot_be_a_header_value_is_refused_at_once(bad, mode):
-    with raw_server(lambda request: token_answer(bad)) as server:
+    with loopback_server(lambda request: token_answer(bad)) as server:
         error = call(server.base_url, mode, retry_max_attempts=5, retry_backoff_seconds=0.01)
         sent = [request.path for request in server.requests]
     assert isinstance(error, PacklyAuthError), error
@@ -244,7 +216,7 @@ def test_a_token_that_cannot_be_a_header_value_is_refused_at_once(bad, mode):
 @pytest.mark.parametrize("value", ["private\x0bvalue", "private-välue"])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_an_unsendable_header_value_is_never_quoted_nor_retried(mode, value):
-    with raw_server(echoing(lambda request: http_response(200, b"{}"))) as server:
+    with loopback_server(echoing(lambda request: http_response(200, b"{}"))) as server:
         conn = connection(server.base_url, retry_max_attempts=5, retry_backoff_seconds=0.01)
 
         async def arun() -> PacklyError:
@@ -304,7 +276,7 @@ def _chain(shown: traceback.TracebackException) -> list[traceback.TracebackExcep
 )
 def test_a_rejected_token_response_leaves_no_token_in_traceback_locals(document, mode):
     body = json.dumps(document).encode()
-    with raw_server(lambda request: http_response(200, body, {"Content-Type": "application/json"})) as server:
+    with loopback_server(lambda request: http_response(200, body, {"Content-Type": "application/json"})) as server:
         error = call(server.base_url, mode)
     assert isinstance(error, PacklyAuthError)
     shown = _with_locals(error)
@@ -314,7 +286,7 @@ def test_a_rejected_token_response_leaves_no_token_in_traceback_locals(document,
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_an_echoing_api_error_leaves_no_token_in_traceback_locals(mode):
-    with raw_server(echoing(_html_echo)) as server:
+    with loopback_server(echoing(_html_echo)) as server:
         error = call(server.base_url, mode)
     shown = _with_locals(error)
     assert "raise_for_packly_status" in shown
@@ -327,7 +299,7 @@ def test_the_dieline_operator_quotes_no_echoed_token_from_a_body_that_is_not_a_p
     def login_page(request: RawRequest) -> bytes:
         return http_response(200, f"{request.headers['authorization']} is not logged in".encode(), {"Content-Type": "text/plain"})
 
-    with raw_server(echoing(login_page)) as server:
+    with loopback_server(echoing(login_page)) as server:
         monkeypatch.setenv(
             "AIRFLOW_CONN_PACKLY_DEFAULT",
             json.dumps({"conn_type": "packly", "login": CLIENT_ID, "password": SECRET, "host": server.base_url}),
@@ -342,6 +314,6 @@ def test_the_dieline_operator_quotes_no_echoed_token_from_a_body_that_is_not_a_p
 
 def test_a_secret_with_a_space_does_not_redact_its_last_word_everywhere():
     """Only an Authorization value is split into scheme and credential, never a secret."""
-    with raw_server(_token_endpoint_echo("refused", status=401)) as server:
+    with loopback_server(_token_endpoint_echo("refused", status=401)) as server:
         error = call(server.base_url, "sync", secret="my secret")
     assert "client ID and secret" in str(error)

@@ -2,7 +2,7 @@
 
 Hypothesis generates token responses, API error bodies, headers (``Retry-After``,
 ``Content-Encoding``, ``Content-Length``) and connection extras; a raw loopback server
-(``scripted_server.py``) sends them byte for byte. For every example:
+(``tests/loopback.py``) sends them byte for byte. For every example:
 
 * the outcome is a success with the right data, or a ``PacklyError`` (never a bare
   ``ValueError``, ``OverflowError`` or an ``httpx`` exception);
@@ -39,7 +39,8 @@ from airflow_provider_packly.get_provider_info import get_provider_info
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.triggers.rules import error_to_payload
 
-from tests.reliability.scripted_server import SeenRequest, Trickle, http_response, scripted_server
+from tests.loopback import Answer, RawRequest, http_response, loopback_server
+from tests.loopback import trickle as trickled  # the name "trickle" is a drawn parameter below
 
 settings.register_profile(
     "packly-ci",
@@ -129,7 +130,7 @@ def _assert_nothing_leaks(texts: list[str], secrets: set[str]) -> None:
 
 @pytest.fixture
 def server():
-    with scripted_server(lambda request: http_response(500)) as running:
+    with loopback_server(lambda request: http_response(500)) as running:
         yield running
 
 
@@ -292,7 +293,7 @@ def test_error_bodies_never_carry_a_secret_into_errors_or_logs(server, _all_logs
     body, content_type = data.draw(echoing_bodies(TOKEN, secret))
     error_answer = http_response(status, body, {"Content-Type": content_type, "Retry-After": "0"})
 
-    def respond(request: SeenRequest) -> bytes:
+    def respond(request: RawRequest) -> bytes:
         return token_answer if request.path.startswith("/v1/oauth2/token") else error_answer
 
     server.respond = respond
@@ -332,16 +333,16 @@ def test_odd_headers_give_the_right_body_or_a_packly_error(server, _all_logs, st
     if retry_after is not None:
         headers["Retry-After"] = retry_after.encode("latin-1", "replace").decode("latin-1").replace("\r", "").replace("\n", "")
     headers["Content-Type"] = "application/json"
-    answer = http_response(status, sent, headers, length=max(0, len(sent) + length_change))
+    answer = http_response(status, sent, headers, content_length=max(0, len(sent) + length_change))
     token_answer = http_response(
         200, json.dumps({"access_token": TOKEN, "token_type": "bearer", "expires_in": 3600}).encode(),
         {"Content-Type": "application/json"},
     )
 
-    def respond(request: SeenRequest) -> bytes | Trickle:
+    def respond(request: RawRequest) -> Answer:
         if request.path.startswith("/v1/oauth2/token"):
             return token_answer
-        return Trickle(answer, chunk=7, pause=0.02, limit=10) if trickle else answer
+        return trickled(answer, chunk=7, every=0.02, limit=10) if trickle else answer
 
     server.respond = respond
     connection = _connection(server.base_url, "fuzz-secret-value-xyz")

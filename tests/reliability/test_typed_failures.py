@@ -23,10 +23,9 @@ from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.operators.packly import PacklyDielineOperator
 from airflow_provider_packly.resources import PacklyValidationError
 from airflow_provider_packly.retries import parse_retry_after
-from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger
-from airflow_provider_packly.triggers.rules import OrderCondition, deadline_after
 
-from .raw_server import RawRequest, http_response, raw_server, token_answer
+from ..loopback import RawRequest, http_response, loopback_server, token_answer, token_then
+from .calls import failed_get, order_closed_events
 
 TOKEN = "typed-failures-token"
 SECRET = "typed-failures-secret"
@@ -43,27 +42,11 @@ def connection(base_url: str, **overrides) -> PacklyConnection:
 
 def api(answer):
     """A Packly whose token endpoint works and whose API answers ``answer(request)``."""
-
-    def handle(request: RawRequest) -> bytes:
-        return token_answer(TOKEN) if request.path == "/v1/oauth2/token" else answer(request)
-
-    return handle
+    return token_then(answer, token=token_answer(TOKEN))
 
 
 def request_outcome(base_url: str, mode: str, endpoint: str = ORDERS, **settings) -> PacklyError:
-    conn = connection(base_url, **settings)
-    if mode == "sync":
-        with PacklyHook(connection=conn) as hook, pytest.raises(PacklyError) as raised:
-            hook.request("GET", endpoint)
-        return raised.value
-
-    async def run() -> PacklyError:
-        async with PacklyHook(connection=conn) as hook:
-            with pytest.raises(PacklyError) as raised:
-                await hook.arequest("GET", endpoint)
-            return raised.value
-
-    return asyncio.run(run())
+    return failed_get(connection(base_url, **settings), mode, endpoint)
 
 
 def stream_outcome(base_url: str, mode: str, endpoint: str = DIELINE) -> tuple[PacklyError, int]:
@@ -112,7 +95,7 @@ def _rate_limited(request: RawRequest) -> bytes:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_429_with_a_unicode_digit_retry_after_stays_a_packly_error(mode):
-    with raw_server(api(_rate_limited)) as server:
+    with loopback_server(api(_rate_limited)) as server:
         error = request_outcome(server.base_url, mode, retry_max_attempts=2, retry_backoff_seconds=0.01)
         api_calls = [r.path for r in server.requests].count(ORDERS)
     assert isinstance(error, PacklyAPIError) and error.http_status == 429
@@ -130,15 +113,8 @@ async def test_in_a_trigger_a_429_with_an_odd_retry_after_stays_transient(mocker
         page = {"request": {}, "response": [{"id": "ORD-1", "status": "closed", "items": []}]}
         return http_response(200, json.dumps(page).encode(), {"Content-Type": "application/json"})
 
-    with raw_server(api(orders)) as server:
-        mocker.patch.object(PacklyOrderStatusTrigger, "_make_hook", lambda self: PacklyHook(connection=connection(server.base_url)))
-        trigger = PacklyOrderStatusTrigger(
-            order_id="ORD-1",
-            condition=OrderCondition("order_status", ("closed",), ()).to_dict(),
-            deadline=deadline_after(30),
-            poll_interval=0.01,
-        )
-        events = [event.payload async for event in trigger.run()]
+    with loopback_server(api(orders)) as server:
+        events = await order_closed_events(mocker, connection(server.base_url))
     assert [event["status"] for event in events] == ["success"]
 
 
@@ -151,7 +127,7 @@ def _plain_but_says_gzip(request: RawRequest) -> bytes:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_token_body_that_is_not_its_content_encoding_is_a_packly_error(mode):
-    with raw_server(_plain_but_says_gzip) as server:
+    with loopback_server(_plain_but_says_gzip) as server:
         error = request_outcome(server.base_url, mode)
     assert isinstance(error, PacklyTransportError)
     assert "/v1/oauth2/token" in str(error) and "could not be decoded" in str(error)
@@ -159,7 +135,7 @@ def test_a_token_body_that_is_not_its_content_encoding_is_a_packly_error(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_an_api_body_that_is_not_its_content_encoding_is_a_packly_error(mode):
-    with raw_server(api(_plain_but_says_gzip)) as server:
+    with loopback_server(api(_plain_but_says_gzip)) as server:
         error = request_outcome(server.base_url, mode)
         streamed, _ = stream_outcome(server.base_url, mode)
     for failure in (error, streamed):
@@ -174,7 +150,7 @@ def _dropped_mid_body(request: RawRequest) -> bytes:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_connection_dropped_mid_body_while_streaming_is_a_packly_error(mode):
-    with raw_server(api(_dropped_mid_body)) as server:
+    with loopback_server(api(_dropped_mid_body)) as server:
         error, read = stream_outcome(server.base_url, mode)
     assert isinstance(error, PacklyTransportError)
     assert "connection broke while Packly's answer to GET" in str(error) and DIELINE in str(error)
@@ -182,7 +158,7 @@ def test_a_connection_dropped_mid_body_while_streaming_is_a_packly_error(mode):
 
 
 def test_the_dieline_operator_fails_typed_when_the_connection_drops_mid_body(monkeypatch, tmp_path):
-    with raw_server(api(_dropped_mid_body)) as server:
+    with loopback_server(api(_dropped_mid_body)) as server:
         monkeypatch.setenv(
             "AIRFLOW_CONN_PACKLY_DEFAULT",
             json.dumps({"conn_type": "packly", "login": "typed-client", "password": SECRET, "host": server.base_url}),
@@ -198,7 +174,7 @@ def test_the_dieline_operator_fails_typed_when_the_connection_drops_mid_body(mon
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("endpoint", ["/v1/reseller/orders\r\nX-Injected: 1", "/v1/reseller/orders\n"])
 def test_an_endpoint_httpx_cannot_send_is_a_validation_error(mode, endpoint):
-    with raw_server(api(_rate_limited)) as server:
+    with loopback_server(api(_rate_limited)) as server:
         error = request_outcome(server.base_url, mode, endpoint=endpoint)
         api_calls = [r.path for r in server.requests if r.path != "/v1/oauth2/token"]
     assert isinstance(error, PacklyValidationError)
@@ -210,7 +186,7 @@ def test_an_endpoint_httpx_cannot_send_is_a_validation_error(mode, endpoint):
 
 def test_an_absurdly_nested_error_body_is_described_not_a_recursion_error():
     body = b"[" * 100_000 + b"]" * 100_000
-    with raw_server(api(lambda request: http_response(500, body, {"Content-Type": "application/json"}))) as server:
+    with loopback_server(api(lambda request: http_response(500, body, {"Content-Type": "application/json"}))) as server:
         error = request_outcome(server.base_url, "sync")
     assert isinstance(error, PacklyAPIError) and "was not JSON" in str(error)
 
@@ -218,7 +194,7 @@ def test_an_absurdly_nested_error_body_is_described_not_a_recursion_error():
 @pytest.mark.parametrize("mode", MODES)
 def test_an_absurdly_nested_success_body_is_a_packly_error(mode):
     body = b"[" * 100_000 + b"]" * 100_000
-    with raw_server(api(lambda request: http_response(200, body, {"Content-Type": "application/json"}))) as server:
+    with loopback_server(api(lambda request: http_response(200, body, {"Content-Type": "application/json"}))) as server:
         conn = connection(server.base_url)
         if mode == "sync":
             with PacklyHook(connection=conn) as hook, pytest.raises(PacklyError, match="the body was not JSON"):
@@ -239,7 +215,7 @@ def test_an_absurdly_nested_success_body_is_a_packly_error(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_a_400_digit_expires_in_is_used_as_the_longest_lifetime(mode):
     body = b'{"token_type": "bearer", "access_token": "' + TOKEN.encode() + b'", "expires_in": ' + b"9" * 400 + b"}"
-    with raw_server(lambda request: http_response(200, body, {"Content-Type": "application/json"})) as server:
+    with loopback_server(lambda request: http_response(200, body, {"Content-Type": "application/json"})) as server:
         hook = PacklyHook(connection=connection(server.base_url))
         if mode == "sync":
             with hook:
@@ -265,7 +241,7 @@ def test_a_400_digit_expires_in_is_used_as_the_longest_lifetime(mode):
 )
 def test_an_unusable_expires_in_is_a_token_error(expires_in, says):
     body = b'{"token_type": "bearer", "access_token": "' + TOKEN.encode() + b'", "expires_in": ' + expires_in + b"}"
-    with raw_server(lambda request: http_response(200, body, {"Content-Type": "application/json"})) as server:
+    with loopback_server(lambda request: http_response(200, body, {"Content-Type": "application/json"})) as server:
         error = request_outcome(server.base_url, "sync")
     assert type(error).__name__ == "PacklyAuthError"
     assert says in str(error)
@@ -298,5 +274,5 @@ def test_gzip_token_answers_still_work():
     """The decoding guard does not get in the way of Packly's documented gzip token answers."""
     body = gzip.compress(json.dumps({"token_type": "bearer", "access_token": TOKEN, "expires_in": 60}).encode())
     answer = http_response(200, body, {"Content-Type": "application/json", "Content-Encoding": "gzip"})
-    with raw_server(lambda request: answer) as server, PacklyHook(connection=connection(server.base_url)) as hook:
+    with loopback_server(lambda request: answer) as server, PacklyHook(connection=connection(server.base_url)) as hook:
         assert hook.get_token() == TOKEN

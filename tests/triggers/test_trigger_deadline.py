@@ -11,7 +11,7 @@ from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger
 from airflow_provider_packly.triggers.rules import OrderCondition, deadline_after
 
-from ..integration.hostile import endless, hostile_server, token_then
+from ..loopback import endless, loopback_server, token_then
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 async def test_a_stuck_poll_ends_at_the_trigger_deadline_with_a_timeout_event(mocker):
     """Orders that never finish arriving, a 60 s call deadline, a trigger deadline 1 s away:
     the event comes at the trigger's deadline, not the call's."""
-    with hostile_server(token_then(endless())) as server:
+    with loopback_server(token_then(endless())) as server:
         settings = PacklyConnection(
             client_id="trigger-client", client_secret="trigger-secret-Q1", base_url=server.base_url,
             timeout=30, request_deadline_seconds=60,
@@ -36,4 +36,4 @@ async def test_a_stuck_poll_ends_at_the_trigger_deadline_with_a_timeout_event(mo
         seconds = time.monotonic() - started
     assert [event["status"] for event in events] == ["timeout"]
     assert seconds < 5  # 1 s deadline, generous margin: not 60 s
-    assert ("GET", "/v1/reseller/orders") in server.requests
+    assert ("GET", "/v1/reseller/orders") in server.calls
