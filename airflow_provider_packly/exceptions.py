@@ -12,7 +12,7 @@ import base64
 import html
 import json
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote
@@ -24,8 +24,11 @@ __all__ = [
     "PacklyConnectionConfigError",
     "PacklyError",
     "PacklyErrorItem",
+    "PacklyEventError",
     "PacklyIncompleteBodyError",
+    "PacklyOrderNotFound",
     "PacklyTransportError",
+    "PacklyValidationError",
     "Redactor",
     "body_error",
     "quote_body",
@@ -37,7 +40,50 @@ _BODY_EXCERPT_CHARS = 200
 
 
 class PacklyError(Exception):
-    """Base class of every error this provider raises."""
+    """Base class of every error this provider raises.
+
+    ``to_dict()`` / ``from_dict()`` are the one serialisation of the whole hierarchy: plain
+    JSON-able data naming the class and its fields (never a secret: only what the message may
+    show). Pickling (``__reduce__``, Airflow may pickle a task's error) and the trigger events
+    (an error raised on the triggerer is raised again on the worker) both use it, so an error
+    keeps its class and its fields across either trip.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """This error as plain data; ``from_dict`` builds it again."""
+        return {"type": type(self).__name__, "message": str(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PacklyError:
+        """The error ``to_dict`` described, of the class it names.
+
+        Data from elsewhere (an event from a triggerer running another provider version) may
+        name an unknown class or miss a field: it then becomes a ``PacklyError`` with the
+        message it carries, rather than failing here.
+        """
+        kind = _ERROR_TYPES.get(str(data.get("type")), PacklyError)
+        try:
+            return kind._from_fields(data)
+        except (KeyError, TypeError, ValueError):
+            return PacklyError(str(data.get("message") or "A Packly error arrived without details."))
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any]) -> PacklyError:
+        """Build this class from ``to_dict``'s fields (raise KeyError/TypeError/ValueError if they don't fit)."""
+        message = data["message"]
+        if not isinstance(message, str):
+            raise TypeError("message must be a string")
+        return cls(message)
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        if _ERROR_TYPES.get(type(self).__name__) is not type(self):
+            return super().__reduce__()  # a subclass defined elsewhere: Python's own pickling
+        return (_error_from_dict, (self.to_dict(),))
+
+
+def _error_from_dict(data: dict[str, Any]) -> PacklyError:
+    """Unpickle a Packly error (module level, so pickle can find it)."""
+    return PacklyError.from_dict(data)
 
 
 class PacklyTransportError(PacklyError):
@@ -282,6 +328,18 @@ class PacklyConnectionConfigError(PacklyError, ValueError):
     """The Airflow connection's settings cannot be used; the message says which and how to fix."""
 
 
+class PacklyValidationError(PacklyError, ValueError):
+    """An argument cannot be sent to Packly; raised before any request (at DAG parse time for operators)."""
+
+
+class PacklyOrderNotFound(PacklyError, LookupError):
+    """No order with this id was found while paging through ``/v1/reseller/orders``."""
+
+
+class PacklyEventError(PacklyError):
+    """A trigger event the resume method cannot trust (unknown status, missing fields)."""
+
+
 @dataclass(frozen=True)
 class PacklyErrorItem:
     """One item of the envelope's ``errors`` list, e.g. ``DLN_1101`` at path ``material``."""
@@ -410,22 +468,43 @@ class PacklyAPIError(PacklyError):
             text += f". {hint}"
         return text
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keyword-only constructor: make the error picklable (Airflow may pickle task errors).
-        return (_rebuild_api_error, (self.__dict__.copy(),))
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": type(self).__name__,
+            "http_status": self.http_status,
+            "method": self.method,
+            "path": self.path,
+            "code": self.code,
+            "message": self.message,
+            "errors": [{"code": e.code, "path": e.path, "message": e.message} for e in self.errors],
+            "detail": self.detail,
+            "attempts": self.attempts,
+        }
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any]) -> PacklyAPIError:
+        return cls(
+            http_status=int(data["http_status"]),
+            method=str(data.get("method") or "GET"),
+            path=str(data.get("path") or ""),
+            code=_optional_text(data.get("code")),
+            message=_optional_text(data.get("message")),
+            errors=[
+                PacklyErrorItem(
+                    code=_optional_text(e.get("code")),
+                    path=_optional_text(e.get("path")),
+                    message=_optional_text(e.get("message")),
+                )
+                for e in data.get("errors") or []
+                if isinstance(e, Mapping)
+            ],
+            detail=_optional_text(data.get("detail")),
+            attempts=int(data.get("attempts") or 1),
+        )
 
 
-def _rebuild_api_error(state: dict[str, Any]) -> PacklyAPIError:
-    return PacklyAPIError(
-        http_status=state["http_status"],
-        method=state["method"],
-        path=state["path"],
-        code=state["code"],
-        message=state["message"],
-        errors=state["errors"],
-        detail=state["detail"],
-        attempts=state.get("attempts", 1),
-    )
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 _HINTS = {
@@ -471,16 +550,45 @@ class PacklyAuthError(PacklyError):
         url = f" ({self.token_url})" if self.token_url else ""
         return f"Packly did not issue an access token for {who}{where}{url}: {self.reason}"
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_auth_error, (self.__dict__.copy(),))
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": type(self).__name__,
+            "reason": self.reason,
+            "environment": self.environment,
+            "client_id": self.client_id,
+            "token_url": self.token_url,
+            "http_status": self.http_status,
+            "code": self.code,
+        }
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any]) -> PacklyAuthError:
+        reason = data["reason"]
+        if not isinstance(reason, str):
+            raise TypeError("reason must be a string")
+        status = data.get("http_status")
+        return cls(
+            reason,
+            environment=_optional_text(data.get("environment")),
+            client_id=_optional_text(data.get("client_id")),
+            token_url=_optional_text(data.get("token_url")),
+            http_status=None if status is None else int(status),
+            code=_optional_text(data.get("code")),
+        )
 
 
-def _rebuild_auth_error(state: dict[str, Any]) -> PacklyAuthError:
-    return PacklyAuthError(
-        state["reason"],
-        environment=state["environment"],
-        client_id=state["client_id"],
-        token_url=state["token_url"],
-        http_status=state["http_status"],
-        code=state["code"],
+#: Every class ``PacklyError.from_dict`` builds, by the name ``to_dict`` writes.
+_ERROR_TYPES: dict[str, type[PacklyError]] = {
+    kind.__name__: kind
+    for kind in (
+        PacklyError,
+        PacklyTransportError,
+        PacklyIncompleteBodyError,
+        PacklyConnectionConfigError,
+        PacklyValidationError,
+        PacklyOrderNotFound,
+        PacklyEventError,
+        PacklyAPIError,
+        PacklyAuthError,
     )
+}

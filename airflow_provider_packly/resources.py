@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from airflow_provider_packly.exceptions import PacklyError
+# Defined in ``exceptions`` with every other error; importable from here as before.
+from airflow_provider_packly.exceptions import PacklyError, PacklyOrderNotFound, PacklyValidationError
 
 __all__ = [
     "DIELINE_PATH",
@@ -71,14 +72,6 @@ _ARTICLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Turns a nested value into query-string pairs. Packly does not document how a list of
 #: objects goes into a query string; ``bracket_encode`` is the common convention.
 QueryEncoder = Callable[[str, Any], list[tuple[str, str]]]
-
-
-class PacklyValidationError(PacklyError, ValueError):
-    """An argument cannot be sent to Packly; raised before any request (at DAG parse time for operators)."""
-
-
-class PacklyOrderNotFound(PacklyError, LookupError):
-    """No order with this id was found while paging through ``/v1/reseller/orders``."""
 
 
 def dimension(value: Any, name: str) -> str:

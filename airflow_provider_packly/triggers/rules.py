@@ -9,7 +9,8 @@ unit-tested without a network:
   ``validate_event`` (the resume method rejects anything else);
 * ``is_transient``: which errors are worth polling through until the deadline;
 * ``error_to_payload`` / ``error_from_payload``: a Packly error carried in an event as plain
-  data and raised again, with the same message, on the worker;
+  data (``PacklyError.to_dict``) and raised again, of the same class and with the same
+  fields and message, on the worker (``PacklyError.from_dict``);
 * absolute deadlines as ISO-8601 UTC timestamps.
 """
 
@@ -24,15 +25,11 @@ from airflow_provider_packly.exceptions import (
     PacklyAPIError,
     PacklyAuthError,
     PacklyError,
-    PacklyErrorItem,
+    PacklyEventError,  # defined with every other error; importable from here as before
     PacklyTransportError,
-)
-from airflow_provider_packly.resources import (
-    ORDER_STATUSES,
-    PRODUCT_STATUSES,
-    PacklyOrderNotFound,
     PacklyValidationError,
 )
+from airflow_provider_packly.resources import ORDER_STATUSES, PRODUCT_STATUSES
 
 __all__ = [
     "EVENT_STATUSES",
@@ -254,47 +251,15 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def error_to_payload(exc: PacklyError) -> dict[str, Any]:
-    """A Packly error as plain data (its messages never hold a secret; see ``exceptions``)."""
-    if isinstance(exc, PacklyAPIError):
-        return {
-            "type": "PacklyAPIError",
-            "http_status": exc.http_status,
-            "method": exc.method,
-            "path": exc.path,
-            "code": exc.code,
-            "message": exc.message,
-            "errors": [{"code": e.code, "path": e.path, "message": e.message} for e in exc.errors],
-            "detail": exc.detail,
-        }
-    kind = "PacklyOrderNotFound" if isinstance(exc, PacklyOrderNotFound) else type(exc).__name__
-    return {"type": kind, "message": str(exc)}
+    """A Packly error as plain data for an event (``PacklyError.to_dict``: never a secret)."""
+    return exc.to_dict()
 
 
 def error_from_payload(payload: Any) -> PacklyError:
-    """The error ``error_to_payload`` described, to raise on the worker (same message)."""
+    """The error ``error_to_payload`` described, to raise on the worker: same class, fields and message."""
     if not isinstance(payload, Mapping):
         return PacklyError(f"The Packly trigger failed without details ({payload!r}).")
-    if payload.get("type") == "PacklyAPIError":
-        try:
-            return PacklyAPIError(
-                http_status=int(payload["http_status"]),
-                method=str(payload.get("method") or "GET"),
-                path=str(payload.get("path") or ""),
-                code=payload.get("code"),
-                message=payload.get("message"),
-                errors=[
-                    PacklyErrorItem(code=e.get("code"), path=e.get("path"), message=e.get("message"))
-                    for e in payload.get("errors") or []
-                    if isinstance(e, Mapping)
-                ],
-                detail=payload.get("detail"),
-            )
-        except (KeyError, TypeError, ValueError):
-            pass
-    message = str(payload.get("message") or "The Packly trigger failed without details.")
-    if payload.get("type") == "PacklyOrderNotFound":
-        return PacklyOrderNotFound(message)
-    return PacklyError(message)
+    return PacklyError.from_dict(payload)
 
 
 # -- deadlines ------------------------------------------------------------------------------------
@@ -330,10 +295,6 @@ def seconds_until(deadline: dt.datetime, *, now: dt.datetime | None = None) -> f
 
 
 # -- events ---------------------------------------------------------------------------------------
-
-
-class PacklyEventError(PacklyError):
-    """A trigger event the resume method cannot trust (unknown status, missing fields)."""
 
 
 def make_event(status: str, message: str, **data: Any) -> dict[str, Any]:
