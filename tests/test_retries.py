@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 import logging
 import time
@@ -11,11 +10,11 @@ import httpx
 import pytest
 
 from airflow_provider_packly.exceptions import PacklyAPIError, PacklyAuthError, PacklyTransportError
-from airflow_provider_packly.hooks import packly as packly_hook
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, RetryPolicy, parse_retry_after
 
 from .conftest import CLIENT_SECRET
+from .retry_time import fake_time  # noqa: F401  (a fixture)
 
 POLICY = RetryPolicy()
 
@@ -131,36 +130,6 @@ class Script:
 
 def fast(make_connection, **overrides):
     return make_connection(retry_backoff_seconds=0.001, **overrides)
-
-
-class FakeTime:
-    """The retry policy's clock and sleep: a wait is recorded and moves the clock, nothing sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
-
-
-@pytest.fixture
-def fake_time(monkeypatch):
-    """Every hook's retry policy waits on a ``FakeTime`` instead of for real."""
-    fake, real = FakeTime(), packly_hook.retry_policy_for
-
-    def policy_for(connection):
-        return dataclasses.replace(real(connection), sleep=fake.sleep, asleep=fake.asleep, clock=fake.clock)
-
-    monkeypatch.setattr(packly_hook, "retry_policy_for", policy_for)
-    return fake
 
 
 @pytest.fixture(params=["sync", "async"])
