@@ -1,8 +1,8 @@
 """When a Packly call is retried, and how long to wait: one policy for sync and async.
 
 The decision is pure (``RetryPolicy.reason``, ``RetryPolicy.wait_seconds``,
-``parse_retry_after``); tenacity runs the loop (``Retrying`` for threads, ``AsyncRetrying``
-for coroutines), both built from the same options.
+``parse_retry_after``); ``RetryPolicy.call`` and ``RetryPolicy.acall`` drive it with one short
+loop each, alike but for how they send and sleep (the sleep and clock are injectable).
 
 The rule that keeps writes safe: a request that is not idempotent (POST, PATCH) is resent
 only when it provably did not reach Packly (the connection was never made) or Packly said it
@@ -20,11 +20,10 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
+import anyio
 import httpx
-import tenacity
 
 from airflow_provider_packly.exceptions import PacklyIncompleteBodyError, is_permanent_tls_failure
 from airflow_provider_packly.limits import DEADLINE_EXTENSION
@@ -44,8 +43,6 @@ log = logging.getLogger(__name__)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
-#: No response with another status is ever retried (``reason`` says which of these are).
-_STATUSES_WORTH_A_LOOK = RETRYABLE_STATUSES | {429}
 #: Failures after which the request was provably never sent.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 #: Failures of a request that may have reached Packly, retried only when it is idempotent. A
@@ -113,21 +110,19 @@ def may_have_been_applied(request: httpx.Request, failure: BaseException) -> boo
     )
 
 
-def _note_not_resent(request: httpx.Request, outcome: httpx.Response | BaseException) -> None:
-    if isinstance(outcome, BaseException) and may_have_been_applied(request, outcome):
-        request.extensions[NOT_RESENT_EXTENSION] = True
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded by attempts and by total time; exponential backoff with full jitter.
 
     :param max_attempts: sends at most, the first included (1 disables retries).
     :param max_seconds: no retry starts if its wait would end past this many seconds after
-        the first send.
+        the first send started.
     :param backoff: the first wait's ceiling; it doubles per attempt (full jitter: uniform 0..ceiling).
     :param backoff_max: the ceiling's ceiling.
     :param retry_after_max: a ``Retry-After`` longer than this is cut to it.
+    :param sleep: waits between sync sends (tests pass one that only records the wait).
+    :param asleep: waits between async sends.
+    :param clock: seconds, monotonic, for ``max_seconds``.
     """
 
     max_attempts: int = 5
@@ -135,6 +130,9 @@ class RetryPolicy:
     backoff: float = 0.5
     backoff_max: float = 15.0
     retry_after_max: float = 60.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    asleep: Callable[[float], Awaitable[None]] = field(default=anyio.sleep, repr=False, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -179,127 +177,77 @@ class RetryPolicy:
         ceiling = min(self.backoff_max, self.backoff * 2 ** (attempt_number - 1))
         return _jitter.uniform(0, ceiling)
 
-    # -- running it: the first send outside tenacity (the usual case costs nothing more) -------
+    # -- running it: one loop, twice (only sending and sleeping differ) ----------------------
 
     def call(self, send_once: Callable[[httpx.Request], httpx.Response], request: httpx.Request) -> httpx.Response:
         """``send_once(request)``, retried by this policy."""
-        outcome: httpx.Response | Exception
-        try:
-            response = send_once(request)
-        except TRANSPORT_FAILURES as exc:
-            outcome = exc
-        else:
-            if response.status_code not in _STATUSES_WORTH_A_LOOK:
-                return response  # the usual case, decided without building anything
-            outcome = response
-        if self.reason(request, outcome) is None:
-            _note_not_resent(request, outcome)
-            return _unwrap(outcome)
-        return self.retrying()(_replay_first(outcome, send_once), request)
+        started, attempt = self.clock(), 1
+        while True:
+            outcome: httpx.Response | Exception
+            try:
+                outcome = send_once(request)
+            except TRANSPORT_FAILURES as exc:
+                outcome = exc
+            wait = self._next_wait(request, outcome, attempt, started)
+            if wait is None:
+                return _result(outcome)
+            self.sleep(wait)
+            attempt += 1
 
     async def acall(
         self, send_once: Callable[[httpx.Request], Awaitable[httpx.Response]], request: httpx.Request
     ) -> httpx.Response:
         """``call`` for coroutines."""
-        outcome: httpx.Response | Exception
-        try:
-            response = await send_once(request)
-        except TRANSPORT_FAILURES as exc:
-            outcome = exc
-        else:
-            if response.status_code not in _STATUSES_WORTH_A_LOOK:
-                return response
-            outcome = response
-        if self.reason(request, outcome) is None:
-            _note_not_resent(request, outcome)
-            return _unwrap(outcome)
-        return await self.aretrying()(_areplay_first(outcome, send_once), request)
+        started, attempt = self.clock(), 1
+        while True:
+            outcome: httpx.Response | Exception
+            try:
+                outcome = await send_once(request)
+            except TRANSPORT_FAILURES as exc:
+                outcome = exc
+            wait = self._next_wait(request, outcome, attempt, started)
+            if wait is None:
+                return _result(outcome)
+            await self.asleep(wait)
+            attempt += 1
 
-    # -- tenacity, configured once for both kinds of I/O -----------------------------------------
+    def _next_wait(
+        self, request: httpx.Request, outcome: httpx.Response | Exception, attempt: int, started: float
+    ) -> float | None:
+        """The wait before the next send of ``request``, or ``None`` to hand ``outcome`` back.
 
-    def _options(self) -> dict[str, Any]:
-        return {
-            "retry": self._should_retry,
-            "wait": self._wait,
-            "stop": tenacity.stop_after_attempt(self.max_attempts)
-            | tenacity.stop_before_delay(self.max_seconds)
-            | _StopAtDeadline(),
-            "before_sleep": self._log_retry,
-            # Out of attempts or time: hand back the last response, or raise the last error.
-            "retry_error_callback": lambda state: state.outcome.result(),
-        }
-
-    def retrying(self) -> tenacity.Retrying:
-        """For ``retrying(send_once, request)``; a new one per call: tenacity keeps per-call state."""
-        return tenacity.Retrying(**self._options())
-
-    def aretrying(self) -> tenacity.AsyncRetrying:
-        """For ``await aretrying(asend_once, request)``."""
-        return tenacity.AsyncRetrying(**self._options())
-
-    @staticmethod
-    def _outcome(state: tenacity.RetryCallState) -> httpx.Response | BaseException:
-        assert state.outcome is not None
-        return state.outcome.exception() if state.outcome.failed else state.outcome.result()  # type: ignore[return-value]
-
-    def _should_retry(self, state: tenacity.RetryCallState) -> bool:
-        request: httpx.Request = state.args[0]
-        request.extensions[_ATTEMPTS_EXTENSION] = state.attempt_number
-        outcome = self._outcome(state)
-        if self.reason(request, outcome) is None:
-            _note_not_resent(request, outcome)
-            return False
-        return True
-
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        return self.wait_seconds(state.attempt_number, self._outcome(state))
-
-    def _log_retry(self, state: tenacity.RetryCallState) -> None:
-        request: httpx.Request = state.args[0]
-        outcome = self._outcome(state)
+        No retry past ``max_attempts``, none whose wait would end past ``max_seconds`` after the
+        first send started, none whose wait would end at or past the call's overall deadline
+        (``limits.Deadline``). Each retry is logged at INFO (``scripts/soak.py`` counts them).
+        """
+        request.extensions[_ATTEMPTS_EXTENSION] = attempt
+        why = self.reason(request, outcome)
+        if why is None:
+            if isinstance(outcome, BaseException) and may_have_been_applied(request, outcome):
+                request.extensions[NOT_RESENT_EXTENSION] = True
+            return None
+        if attempt >= self.max_attempts:
+            return None
+        wait = self.wait_seconds(attempt, outcome)
+        if self.clock() - started + wait >= self.max_seconds:
+            return None
+        deadline = request.extensions.get(DEADLINE_EXTENSION)
+        if deadline is not None and deadline.remaining() <= wait:
+            return None
         log.info(
             "Packly %s %s: %s; retry %d of %d in %.2f s",
             request.method,
             request.url.path,
-            self.reason(request, outcome),
-            state.attempt_number,
+            why,
+            attempt,
             self.max_attempts - 1,
-            state.upcoming_sleep,
+            wait,
         )
+        return wait
 
 
-class _StopAtDeadline(tenacity.stop.stop_base):
-    """No retry whose wait would end at or past the call's overall deadline (``limits.Deadline``)."""
-
-    def __call__(self, state: tenacity.RetryCallState) -> bool:
-        deadline = state.args[0].extensions.get(DEADLINE_EXTENSION)
-        return deadline is not None and deadline.remaining() <= (state.upcoming_sleep or 0.0)
-
-
-def _unwrap(outcome: httpx.Response | Exception) -> httpx.Response:
+def _result(outcome: httpx.Response | Exception) -> httpx.Response:
+    """The response, or the failure raised: what the caller of ``call`` gets at the end."""
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
-
-
-def _replay_first(
-    first: httpx.Response | Exception, send_once: Callable[[httpx.Request], httpx.Response]
-) -> Callable[[httpx.Request], httpx.Response]:
-    """Tenacity's attempt 1 is the outcome already in hand; later attempts really send."""
-    pending = [first]
-
-    def attempt(request: httpx.Request) -> httpx.Response:
-        return _unwrap(pending.pop()) if pending else send_once(request)
-
-    return attempt
-
-
-def _areplay_first(
-    first: httpx.Response | Exception, send_once: Callable[[httpx.Request], Awaitable[httpx.Response]]
-) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
-    pending = [first]
-
-    async def attempt(request: httpx.Request) -> httpx.Response:
-        return _unwrap(pending.pop()) if pending else await send_once(request)
-
-    return attempt

@@ -354,8 +354,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         add(f"| `{row['module']}` | {row['self_ms']:.2f} |")
     add("")
     add(
-        "Nothing outside the provider's own modules is imported beyond `airflow.sdk` (httpx, anyio and "
-        "tenacity come with Airflow already)"
+        "Nothing outside the provider's own modules is imported beyond `airflow.sdk` (httpx and anyio "
+        "come with Airflow already)"
         if not [m for m in imports["third_party"] if m not in ("gc",)]
         else "Packages first imported by the provider: " + ", ".join(f"`{m}`" for m in imports["third_party"])
     )

@@ -14,6 +14,7 @@ from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, RetryPolicy, parse_retry_after
 
 from .conftest import CLIENT_SECRET
+from .retry_time import fake_time  # noqa: F401  (a fixture)
 
 POLICY = RetryPolicy()
 
@@ -132,7 +133,7 @@ def fast(make_connection, **overrides):
 
 
 @pytest.fixture(params=["sync", "async"])
-def call(request):
+def call(request, fake_time):
     """Run one hook call the sync or the async way: the policy must hold for both."""
     import asyncio
 
@@ -184,21 +185,42 @@ def test_attempts_are_bounded_and_named(make_connection, call):
     assert len(script.api_calls) == 3
 
 
-def test_total_time_is_bounded(make_connection, call):
+def test_total_time_is_bounded(make_connection, call, fake_time):
     script = Script(*[answer(429, **{"Retry-After": "5"})] * 10)
-    started = time.monotonic()
     with pytest.raises(PacklyAPIError) as caught:
         call(fast(make_connection, retry_max_seconds=1), script)
     assert caught.value.http_status == 429
     assert script.api_calls == ["GET"]  # a 5 s wait would end past the 1 s budget: no retry
-    assert time.monotonic() - started < 4
+    assert fake_time.waits == []
 
 
-def test_retry_after_is_honoured(make_connection, call):
+def test_total_time_counts_the_waits_already_made(make_connection, call, fake_time):
+    script = Script(*[answer(429, **{"Retry-After": "2"})] * 10)
+    with pytest.raises(PacklyAPIError, match=r"after 3 attempts"):
+        call(fast(make_connection, retry_max_seconds=5), script)
+    assert fake_time.waits == [2.0, 2.0]  # a third 2 s wait would end 6 s in, past the 5 s budget
+    assert script.api_calls == ["GET"] * 3
+
+
+def test_retry_after_is_honoured(make_connection, call, fake_time):
     script = Script(answer(429, **{"Retry-After": "1"}))
-    started = time.monotonic()
     call(fast(make_connection), script)
-    assert time.monotonic() - started >= 0.95
+    assert fake_time.waits == [1.0]
+    assert script.api_calls == ["GET"] * 2
+
+
+def test_retry_after_is_cut_to_its_cap(make_connection, call, fake_time):
+    script = Script(answer(429, **{"Retry-After": "3600"}))
+    call(fast(make_connection, retry_after_max_seconds=2, retry_max_seconds=10), script)
+    assert fake_time.waits == [2.0]
+
+
+def test_waits_back_off_with_full_jitter_between_sends(make_connection, call, fake_time):
+    script = Script(answer(503), answer(503), answer(503))
+    conn = make_connection(retry_backoff_seconds=0.5, retry_backoff_max_seconds=0.75)
+    assert call(conn, script).status_code == 200
+    assert len(fake_time.waits) == 3
+    assert all(0 <= wait <= ceiling for wait, ceiling in zip(fake_time.waits, [0.5, 0.75, 0.75]))
 
 
 def test_one_means_no_retries(make_connection, call):

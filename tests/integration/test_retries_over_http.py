@@ -13,6 +13,8 @@ from airflow_provider_packly.exceptions import PacklyAPIError, PacklyTransportEr
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.sandbox import FaultConfig, SandboxConfig, run_sandbox
 
+from ..retry_time import fake_time  # noqa: F401  (a fixture)
+
 pytestmark = pytest.mark.integration
 
 WRITES = "/_sandbox/v1/writes"
@@ -77,7 +79,7 @@ def test_a_write_refused_with_429_is_resent_and_applied_once():
         assert sum(sandbox.state.write_attempts.values()) > 10
 
 
-def test_retry_after_as_an_http_date_is_honoured(caplog):
+def test_retry_after_as_an_http_date_is_honoured(caplog, fake_time):
     caplog.set_level(logging.INFO, logger="airflow_provider_packly.retries")
     # An HTTP date has whole seconds: 2 s ahead means a wait of more than 1 s, far above the
     # 0.01 s backoff this connection would use if the date were not understood.
@@ -87,6 +89,7 @@ def test_retry_after_as_an_http_date_is_honoured(caplog):
                 assert hook.request("GET", "/v1/reseller/orders").status_code == 200
     waits = [float(re.search(r"in ([0-9.]+) s$", r.getMessage()).group(1)) for r in caplog.records if "HTTP 429" in r.getMessage()]
     assert waits and all(wait > 1.0 for wait in waits)
+    assert [round(wait, 2) for wait in fake_time.waits] == waits  # each logged wait is the one taken
 
 
 def test_async_reads_recover_too():
