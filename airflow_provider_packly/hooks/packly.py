@@ -206,12 +206,8 @@ class PacklyHook(BaseHook):
         with deadline.active():
             try:
                 return self._retry_policy.call(send_once, request)
-            except httpx.TransportError as exc:
-                if deadline.explains(exc):
-                    raise deadline.error(request) from exc
-                raise transport_error(exc, request, proxy=self._proxy_display()) from exc
-            except httpx.HTTPError as exc:  # e.g. DecodingError: the body is not its Content-Encoding
-                raise body_error(exc, request) from exc
+            except httpx.HTTPError as exc:
+                raise self._packly_error(exc, request, deadline) from exc
 
     async def _asend(
         self,
@@ -242,16 +238,18 @@ class PacklyHook(BaseHook):
         with deadline.active(), anyio.move_on_after(deadline.remaining()):
             try:
                 return await self._retry_policy.acall(send_once, request)
-            except httpx.TransportError as exc:
-                if deadline.explains(exc):
-                    raise deadline.error(request) from exc
-                raise transport_error(exc, request, proxy=self._proxy_display()) from exc
             except httpx.HTTPError as exc:
-                raise body_error(exc, request) from exc
+                raise self._packly_error(exc, request, deadline) from exc
         raise deadline.error(request)  # cancelled at the deadline, wherever the call was
 
-    def _proxy_display(self) -> str | None:
-        return self._connection.proxy_display if self._connection is not None else None
+    def _packly_error(self, exc: httpx.HTTPError, request: httpx.Request, deadline: Deadline) -> PacklyError:
+        """The ``PacklyError`` for an httpx failure of ``request``: one rule for sync and async."""
+        if isinstance(exc, httpx.TransportError):
+            if deadline.explains(exc):
+                return deadline.error(request)
+            proxy = self._connection.proxy_display if self._connection is not None else None
+            return transport_error(exc, request, proxy=proxy)
+        return body_error(exc, request)  # e.g. DecodingError: the body is not its Content-Encoding
 
     # -- clients ------------------------------------------------------------------------------
 
