@@ -7,12 +7,15 @@ import tempfile
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="packly-tests-airflow-home-"))
 
-from typing import Callable, Iterator  # noqa: E402
+from collections.abc import Callable, Iterator
 
-import pytest  # noqa: E402
+import pytest
 
-from airflow_provider_packly.auth import TOKEN_CACHE  # noqa: E402
-from airflow_provider_packly.connection import PacklyConnection  # noqa: E402
+from airflow_provider_packly.auth import TOKEN_CACHE
+from airflow_provider_packly.connection import PacklyConnection
+
+# The retry tests' fake clock (fixture `fake_time`).
+pytest_plugins = ["tests.retry_time"]
 
 CLIENT_ID = "test-client-id"
 CLIENT_SECRET = "test-client-secret-Zq8x!"

@@ -65,7 +65,9 @@ def read_head(sock: socket.socket) -> Head | None:
     parts = request_line.split(" ", 2)
     if len(parts) != 3:
         return None
-    fields = [(name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines) if name.strip()]
+    fields = [
+        (name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines) if name.strip()
+    ]
     return Head(parts[0], parts[1], parts[2], fields, rest)
 
 
@@ -199,7 +201,9 @@ Answer = bytes | Script
 Respond = Callable[[RawRequest], Answer]
 
 
-def trickle(data: bytes, *, every: float = 0.05, chunk: int = 1, limit: float = 30.0, head_at_once: bool = False) -> Script:
+def trickle(
+    data: bytes, *, every: float = 0.05, chunk: int = 1, limit: float = 30.0, head_at_once: bool = False
+) -> Script:
     """``data`` ``chunk`` bytes at a time, ``every`` seconds apart, for at most ``limit`` seconds
     (each read gets bytes in time, so no read timeout fires). With ``head_at_once``, everything
     up to the blank line after the headers goes at once and only the body trickles."""
@@ -223,7 +227,9 @@ def endless(every: float = 0.05, status: int = 200) -> Script:
     client leaves or the server stops."""
 
     def play(exchange: Exchange) -> None:
-        head = response_head(status, "X", {"Connection": "close", "Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        head = response_head(
+            status, "X", {"Connection": "close", "Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        )
         if not exchange.send(head + b"1\r\n[\r\n"):
             return
         while exchange.send(b"2\r\n0,\r\n") and exchange.pause(every):
@@ -301,11 +307,13 @@ class LoopbackListener:
         while not self.stopping.is_set():
             try:
                 sock, _ = self._listener.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
-            thread = threading.Thread(target=self._serve, args=(self.track(sock),), name=f"{self._name}-conn", daemon=True)
+            thread = threading.Thread(
+                target=self._serve, args=(self.track(sock),), name=f"{self._name}-conn", daemon=True
+            )
             with self._lock:
                 self._threads.append(thread)
             thread.start()

@@ -54,7 +54,9 @@ def test_token_type_is_compared_case_insensitively(make_connection, token_type):
     assert (token.expires_at, token.refresh_at) == (3700.0, 3640.0)
 
 
-@pytest.mark.parametrize(("expires_in", "lifetime"), [(3600, 3600.0), ("3600", 3600.0), (" 90.5 ", 90.5), (None, 300.0)])
+@pytest.mark.parametrize(
+    ("expires_in", "lifetime"), [(3600, 3600.0), ("3600", 3600.0), (" 90.5 ", 90.5), (None, 300.0)]
+)
 def test_expires_in_number_string_or_missing(make_connection, expires_in, lifetime):
     body = {"token_type": "bearer", "access_token": OPAQUE}
     if expires_in is not None:
@@ -90,7 +92,10 @@ def test_gzip_token_response_is_decoded(make_connection):
         (token_response({"token_type": "bearer", "access_token": 42}), "access_token is not a string (int)"),
         (token_response({"token_type": "bearer", "access_token": OPAQUE, "expires_in": -5}), "expires_in is -5"),
         (token_response({"token_type": "bearer", "access_token": OPAQUE, "expires_in": 0}), "more than 0 seconds"),
-        (token_response({"token_type": "bearer", "access_token": OPAQUE, "expires_in": "soon"}), "'soon', not a number"),
+        (
+            token_response({"token_type": "bearer", "access_token": OPAQUE, "expires_in": "soon"}),
+            "'soon', not a number",
+        ),
         (token_response({"token_type": "bearer", "access_token": OPAQUE, "expires_in": True}), "True, not a number"),
         (token_response(b"<html>login</html>", content_type="text/html"), "was not JSON; check that the Base URL"),
         (token_response(b""), "was not JSON"),
@@ -106,7 +111,10 @@ def test_gzip_token_response_is_decoded(make_connection):
             token_response({"error": "invalid_client", "error_description": "unknown client"}, status=400),
             "Packly said invalid_client: unknown client",
         ),
-        (token_response(b"<h1>502 Bad Gateway</h1>", status=502, content_type="text/html"), "HTTP 502; the response body was not JSON (text/html)"),
+        (
+            token_response(b"<h1>502 Bad Gateway</h1>", status=502, content_type="text/html"),
+            "HTTP 502; the response body was not JSON (text/html)",
+        ),
         (token_response(b'{"response": {"co', status=500), "HTTP 500; the response body was not JSON"),
     ],
 )
@@ -122,7 +130,9 @@ def test_bad_token_responses_say_what_was_wrong(make_connection, response, expec
 def test_a_token_in_an_unexpected_success_body_is_never_quoted(make_connection):
     body = f"access_token={OPAQUE}&token_type=bearer".encode()
     with pytest.raises(PacklyAuthError) as caught:
-        parse_token_response(make_connection(), token_response(body, content_type="application/x-www-form-urlencoded"), 0.0)
+        parse_token_response(
+            make_connection(), token_response(body, content_type="application/x-www-form-urlencoded"), 0.0
+        )
     assert OPAQUE not in str(caught.value)
 
 
@@ -170,8 +180,12 @@ class TokenServer:
 
     def _answer(self, number: int) -> httpx.Response:
         if self.status != 200:
-            return token_response({"response": {"code": "UNAUTHORIZED", "message": "Bad credentials"}}, status=self.status)
-        return token_response({"token_type": "bearer", "access_token": f"tok-{number}%2F", "expires_in": self.expires_in})
+            return token_response(
+                {"response": {"code": "UNAUTHORIZED", "message": "Bad credentials"}}, status=self.status
+            )
+        return token_response(
+            {"token_type": "bearer", "access_token": f"tok-{number}%2F", "expires_in": self.expires_in}
+        )
 
     def send(self, request: httpx.Request) -> httpx.Response:
         number = self._count()

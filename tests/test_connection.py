@@ -25,7 +25,12 @@ def test_defaults_and_normalised_base_url():
     conn = from_fields(host="http://localhost:8089/")
     assert conn.base_url == "http://localhost:8089"
     assert conn.token_url == "http://localhost:8089/v1/oauth2/token"
-    assert (conn.scope, conn.timeout, conn.token_refresh_margin, conn.default_expires_in) == ("external", 30.0, 60.0, 300)
+    assert (conn.scope, conn.timeout, conn.token_refresh_margin, conn.default_expires_in) == (
+        "external",
+        30.0,
+        60.0,
+        300,
+    )
 
 
 def test_live_without_base_url_uses_documented_host():

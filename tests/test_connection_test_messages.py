@@ -44,7 +44,12 @@ test_as_airflow_tests_it.__test__ = False  # a helper, not a test
     ],
 )
 def test_failure_messages_do_not_name_the_throwaway_id(monkeypatch, fields, reason):
-    settings = {"login": "cid", "password": "secret", "host": "http://127.0.0.1:8089", "extra": '{"environment": "sandbox"}'}
+    settings = {
+        "login": "cid",
+        "password": "secret",
+        "host": "http://127.0.0.1:8089",
+        "extra": '{"environment": "sandbox"}',
+    }
     settings.update(fields)
     status, message, transient_conn_id = test_as_airflow_tests_it(monkeypatch, **settings)
     assert status is False

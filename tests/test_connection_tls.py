@@ -27,15 +27,33 @@ def test_defaults_verify_with_the_default_cas_and_no_proxy():
     assert conn.proxy_url is None and conn.proxy_display is None
 
 
-@pytest.mark.parametrize(("value", "expected"), [(False, False), ("false", False), ("0", False), ("no", False),
-                                                 (True, True), ("True", True), ("on", True), ("", True), (None, True)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (False, False),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        (True, True),
+        ("True", True),
+        ("on", True),
+        ("", True),
+        (None, True),
+    ],
+)
 def test_verify_tls_from_the_form_a_uri_or_json(value, expected):
     assert build({"verify_tls": value}).tls.verify is expected
 
 
 def test_every_tls_and_proxy_field_is_read():
-    conn = build({"ca_bundle_path": " /etc/ca.pem ", "client_cert_path": "/c.pem", "client_key_path": "/k.pem",
-                  "gateway_url": f"http://user:{PASSWORD}@proxy.example.com:3128"})
+    conn = build(
+        {
+            "ca_bundle_path": " /etc/ca.pem ",
+            "client_cert_path": "/c.pem",
+            "client_key_path": "/k.pem",
+            "gateway_url": f"http://user:{PASSWORD}@proxy.example.com:3128",
+        }
+    )
     assert conn.tls == TlsSettings(True, "/etc/ca.pem", "/c.pem", "/k.pem")
     assert conn.proxy_url == f"http://user:{PASSWORD}@proxy.example.com:3128"
     assert conn.proxy_display == "http://proxy.example.com:3128"
@@ -44,12 +62,28 @@ def test_every_tls_and_proxy_field_is_read():
 @pytest.mark.parametrize(
     ("extra", "environment", "expected"),
     [
-        ({"verify_tls": False}, "live", "turns TLS certificate verification off (verify_tls = false) for the live environment; that is refused"),
+        (
+            {"verify_tls": False},
+            "live",
+            "turns TLS certificate verification off (verify_tls = false) for the live environment; that is refused",
+        ),
         ({"verify_tls": "maybe"}, "sandbox", "verify_tls = 'maybe' in its extra fields; give true or false"),
-        ({"verify_tls": False, "ca_bundle_path": "/ca.pem"}, "sandbox", "sets a CA bundle (ca_bundle_path) but turns verification off"),
+        (
+            {"verify_tls": False, "ca_bundle_path": "/ca.pem"},
+            "sandbox",
+            "sets a CA bundle (ca_bundle_path) but turns verification off",
+        ),
         ({"client_key_path": "/k.pem"}, "sandbox", "has a client key (client_key_path) but no client certificate"),
-        ({"gateway_url": f"socks5://u:{PASSWORD}@proxy:1080"}, "sandbox", "HTTP(S) proxy (gateway_url) that is not an http:// or https:// URL"),
-        ({"gateway_url": f"u:{PASSWORD}@proxy:3128"}, "sandbox", "HTTP(S) proxy (gateway_url) that is not an http:// or https:// URL"),
+        (
+            {"gateway_url": f"socks5://u:{PASSWORD}@proxy:1080"},
+            "sandbox",
+            "HTTP(S) proxy (gateway_url) that is not an http:// or https:// URL",
+        ),
+        (
+            {"gateway_url": f"u:{PASSWORD}@proxy:3128"},
+            "sandbox",
+            "HTTP(S) proxy (gateway_url) that is not an http:// or https:// URL",
+        ),
         ({"gateway_url": f"http://u:{PASSWORD}@proxy:99999"}, "sandbox", "and a valid port"),
         ({"gateway_url": f"http://u:{PASSWORD}@proxy:3128/path?x=1"}, "sandbox", "with a path, query or fragment"),
     ],
@@ -114,5 +148,8 @@ def test_a_handshake_refused_for_want_of_a_client_certificate_is_not_retried():
     exc = _wrapped(error)
     assert RetryPolicy().reason(_request(), exc) is None
     message = str(transport_error(exc, _request(), proxy="http://proxy.example.com:3128"))
-    assert re.search(r"failed through the proxy http://proxy.example.com:3128: the server refused the TLS handshake "
-                     r"\(TLSV13_ALERT_CERTIFICATE_REQUIRED\).*set the connection's client_cert_path", message)
+    assert re.search(
+        r"failed through the proxy http://proxy.example.com:3128: the server refused the TLS handshake "
+        r"\(TLSV13_ALERT_CERTIFICATE_REQUIRED\).*set the connection's client_cert_path",
+        message,
+    )

@@ -149,8 +149,13 @@ def test_json_connection_tested_as_airflow_tests_it(monkeypatch):
 
     with run_sandbox(SandboxConfig()) as sandbox:
         stored = json.dumps(
-            {"conn_type": "packly", "login": SANDBOX_ID, "password": SANDBOX_SECRET, "host": sandbox.base_url,
-             "extra": {"environment": "sandbox"}}
+            {
+                "conn_type": "packly",
+                "login": SANDBOX_ID,
+                "password": SANDBOX_SECRET,
+                "host": sandbox.base_url,
+                "extra": {"environment": "sandbox"},
+            }
         )
         copy = Connection.from_json(stored, conn_id="Ab3dE5gH")
         monkeypatch.setenv("AIRFLOW_CONN_AB3DE5GH", copy.get_uri())
@@ -169,7 +174,10 @@ def test_readme_uri_examples_mean_what_the_readme_says(monkeypatch):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     uris = dict(re.findall(r"export (AIRFLOW_CONN_\w+)='(packly://[^']+)'", readme))
     assert set(uris) == {"AIRFLOW_CONN_PACKLY_DEFAULT", "AIRFLOW_CONN_PACKLY_LIVE"}
-    expected = {"packly_default": ("http://127.0.0.1:8089", "sandbox"), "packly_live": ("https://api.packly.io", "live")}
+    expected = {
+        "packly_default": ("http://127.0.0.1:8089", "sandbox"),
+        "packly_live": ("https://api.packly.io", "live"),
+    }
     for variable, uri in uris.items():
         monkeypatch.setenv(variable, uri.replace("<client id>", "cid").replace("<secret>", quote("s3cr/t:@", safe="")))
         conn_id = variable.removeprefix("AIRFLOW_CONN_").lower()

@@ -20,7 +20,9 @@ def test_the_deadline_setting_is_read_from_the_extra_and_checked():
     default = PacklyConnection.from_fields(**fields, extra={})
     assert default.request_deadline_seconds is None
     assert default.request_deadline() == 60 + 4 * 30  # retry budget + pool, connect, write, read
-    with pytest.raises(PacklyConnectionConfigError, match="request_deadline_seconds = 0.0; give a number of seconds above 0"):
+    with pytest.raises(
+        PacklyConnectionConfigError, match="request_deadline_seconds = 0.0; give a number of seconds above 0"
+    ):
         PacklyConnection.from_fields(**fields, extra={"request_deadline_seconds": 0})
 
 

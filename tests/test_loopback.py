@@ -79,6 +79,5 @@ def test_an_endless_body_and_a_silent_server_stop_with_the_server():
 
 
 def test_a_reset_is_a_connection_reset_for_the_client_not_a_clean_close():
-    with loopback_server(lambda request: reset()) as server:
-        with pytest.raises(httpx.ReadError, match="reset"):
-            httpx.get(server.base_url)
+    with loopback_server(lambda request: reset()) as server, pytest.raises(httpx.ReadError, match="reset"):
+        httpx.get(server.base_url)

@@ -79,7 +79,9 @@ def test_paging_ends_on_an_empty_page():
 
 def test_the_sandbox_cap_and_the_hook_find_the_oldest_order(make_connection):
     with run_sandbox(SandboxConfig(order_count=25, orders_limit_cap=10)) as sandbox:
-        connection = make_connection(base_url=sandbox.base_url, client_id="sandbox-client-id", client_secret="sandbox-client-secret")
+        connection = make_connection(
+            base_url=sandbox.base_url, client_id="sandbox-client-id", client_secret="sandbox-client-secret"
+        )
         with PacklyHook(connection=connection) as hook:
             first_page = hook.request("GET", "/v1/reseller/orders", params={"limit": 50}).json()["response"]
             assert len(first_page) == 10  # capped silently, as a server may

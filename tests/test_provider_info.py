@@ -9,19 +9,23 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import airflow
 import jsonschema
 import pytest
 
-import airflow
 from airflow_provider_packly.get_provider_info import get_provider_info
 
 AIRFLOW_PACKAGE = Path(airflow.__file__).parent
 
 
 def test_entry_point_points_at_get_provider_info():
-    (entry,) = [ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("airflow_provider_packly")]
+    (entry,) = [
+        ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("airflow_provider_packly")
+    ]
     assert entry.load() is get_provider_info
-    assert entry.dist is not None and entry.dist.name == get_provider_info()["package-name"] == "airflow-provider-packly"
+    assert (
+        entry.dist is not None and entry.dist.name == get_provider_info()["package-name"] == "airflow-provider-packly"
+    )
 
 
 def test_valid_against_the_schema_airflow_ships():
@@ -96,12 +100,7 @@ def test_no_extra_field_name_is_one_airflow_hides(hides):
     Every conn-field counts, including the TLS and proxy ones, and also with the legacy
     ``extra__packly__`` prefix, so a future field cannot reintroduce the problem."""
     assert hides("token_refresh_margin") and hides("proxy_url"), "the masker check is switched off here"
-    hidden = [
-        key
-        for name in _packly_conn_fields()
-        for key in (name, f"extra__packly__{name}")
-        if hides(key)
-    ]
+    hidden = [key for name in _packly_conn_fields() for key in (name, f"extra__packly__{name}") if hides(key)]
     assert hidden == [], f"Airflow's secrets masker hides these extra fields; rename them: {hidden}"
 
 
@@ -121,12 +120,19 @@ def test_hook_meta_serves_every_declared_default_unredacted():
 
 
 @pytest.mark.airflow_cli
-@pytest.mark.parametrize(("command", "expected"), [("list", "airflow-provider-packly"), ("hooks", "airflow_provider_packly.hooks.packly.PacklyHook")])
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [("list", "airflow-provider-packly"), ("hooks", "airflow_provider_packly.hooks.packly.PacklyHook")],
+)
 def test_airflow_cli_lists_the_provider(tmp_path, command, expected):
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
     airflow_cli = Path(sys.executable).with_name("airflow")
     completed = subprocess.run(
-        [str(airflow_cli), "providers", command, "--output", "json"], env=env, capture_output=True, text=True, timeout=120
+        [str(airflow_cli), "providers", command, "--output", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 0, completed.stderr
     listed = json.loads(completed.stdout[completed.stdout.index("[") :])

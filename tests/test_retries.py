@@ -14,7 +14,6 @@ from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, RetryPolicy, parse_retry_after
 
 from .conftest import CLIENT_SECRET
-from .retry_time import fake_time  # noqa: F401  (a fixture)
 
 POLICY = RetryPolicy()
 
@@ -167,13 +166,17 @@ def test_post_is_not_resent_after_a_server_failure(make_connection, call):
 
 def test_post_is_not_resent_after_a_read_timeout(make_connection, call):
     script = Script(httpx.ReadTimeout("slow"))
-    with pytest.raises(PacklyTransportError, match=r"POST http://127.0.0.1:8089/v1/x got no answer within the 2 s read timeout"):
+    with pytest.raises(
+        PacklyTransportError, match=r"POST http://127.0.0.1:8089/v1/x got no answer within the 2 s read timeout"
+    ):
         call(fast(make_connection, read_timeout=2), script, method="POST", json={})
     assert script.api_calls == ["POST"]
 
 
 def test_post_is_resent_when_packly_said_it_did_not_process_it(make_connection, call):
-    script = Script(answer(429, **{"Retry-After": "0"}), answer(503, **{"Retry-After": "0"}), httpx.ConnectError("refused"))
+    script = Script(
+        answer(429, **{"Retry-After": "0"}), answer(503, **{"Retry-After": "0"}), httpx.ConnectError("refused")
+    )
     assert call(fast(make_connection), script, method="POST", json={}).status_code == 200
     assert script.api_calls == ["POST"] * 4
 

@@ -185,7 +185,9 @@ def test_through_the_hook_calls_go_on_during_a_token_endpoint_outage(make_connec
 
     clock = FakeClock()
     clock.now = time.monotonic()  # the token source stamps tokens on the real clock
-    token_answers = [httpx.Response(200, json={"token_type": "bearer", "access_token": "first%2F", "expires_in": LIFETIME})]
+    token_answers = [
+        httpx.Response(200, json={"token_type": "bearer", "access_token": "first%2F", "expires_in": LIFETIME})
+    ]
     seen: list[str] = []
 
     def packly(request: httpx.Request) -> httpx.Response:
@@ -196,7 +198,9 @@ def test_through_the_hook_calls_go_on_during_a_token_endpoint_outage(make_connec
         return httpx.Response(200, json={"response": []})
 
     connection = make_connection(token_refresh_margin=60, retry_backoff_seconds=0)
-    with PacklyHook(connection=connection, transport=httpx.MockTransport(packly), token_cache=TokenCache(clock=clock)) as hook:
+    with PacklyHook(
+        connection=connection, transport=httpx.MockTransport(packly), token_cache=TokenCache(clock=clock)
+    ) as hook:
         hook.request("GET", "/v1/reseller/orders")
         clock.now += 945
         hook.request("GET", "/v1/reseller/orders")

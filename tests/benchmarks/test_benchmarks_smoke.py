@@ -103,9 +103,7 @@ def test_every_ratio_is_a_finite_positive_number(quick_run):
 def test_token_counts_are_whole_numbers_and_the_stall_is_measured(quick_run):
     _, results = quick_run
     counts = results["tokens"]["counts"]
-    assert {"PacklyHook", "httpx-auth", "Authlib (auto-refresh)", "Authlib (fetch_token)"} <= set(
-        counts
-    )
+    assert {"PacklyHook", "httpx-auth", "Authlib (auto-refresh)", "Authlib (fetch_token)"} <= set(counts)
     for row in counts.values():
         for case in ("coroutines", "threads", "wrong_credentials"):
             assert isinstance(row[case], int) and row[case] >= 1

@@ -24,14 +24,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from airflow_provider_packly.sandbox import SandboxConfig, run_sandbox
-
 from scripts.run_examples import DAG_IDS, airflow_environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,14 +126,20 @@ def airflow_env(sandbox, tmp_path_factory) -> dict[str, str]:
     # pyproject.toml), no DAG can run: fail with that cause rather than three opaque task errors.
     # The probe needs no database, so it runs while the database is migrated.
     probe = subprocess.Popen(
-        [sys.executable, "-c", "from airflow.sdk.execution_time.supervisor import in_process_api_server; in_process_api_server().app"],
+        [
+            sys.executable,
+            "-c",
+            "from airflow.sdk.execution_time.supervisor import in_process_api_server; in_process_api_server().app",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        migrate = subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        migrate = subprocess.run(
+            [str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT
+        )
         _, probe_errors = probe.communicate(timeout=RUN_TIMEOUT)
     finally:
         if probe.poll() is None:
@@ -141,13 +147,21 @@ def airflow_env(sandbox, tmp_path_factory) -> dict[str, str]:
             probe.communicate()
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
     if probe.returncode != 0:
-        errors = [line for line in probe_errors.splitlines() if line[:1].isalpha() and ("Error" in line or "Exception" in line)]
+        errors = [
+            line
+            for line in probe_errors.splitlines()
+            if line[:1].isalpha() and ("Error" in line or "Exception" in line)
+        ]
         last = errors[-1] if errors else (probe_errors.strip().splitlines() or ["?"])[-1]
-        pytest.fail(f"airflow dags test cannot run any DAG in this environment (Airflow's in-process API fails: {last})")
+        pytest.fail(
+            f"airflow dags test cannot run any DAG in this environment (Airflow's in-process API fails: {last})"
+        )
     return env
 
 
-def run_dag(env: dict[str, str], dag_id: str, *args: str, on_line: Callable[[str], None] | None = None) -> tuple[int, str]:
+def run_dag(
+    env: dict[str, str], dag_id: str, *args: str, on_line: Callable[[str], None] | None = None
+) -> tuple[int, str]:
     """``airflow dags test dag_id``: its exit status and output, read line by line as it comes."""
     process = subprocess.Popen(
         [str(AIRFLOW), "dags", "test", dag_id, *args],
@@ -222,7 +236,15 @@ def test_quickstart(airflow_env, sandbox):
     assert result["quotation_total"] > 0 and result["currency"] == "EUR"
     assert result["orders"] == 20  # max_orders
     assert sum(result["statuses"].values()) == 20
-    assert set(result["statuses"]) <= {"waiting_execute_payment", "pending_payment", "paid", "in_processing", "closed", "canceled", "deleted"}
+    assert set(result["statuses"]) <= {
+        "waiting_execute_payment",
+        "pending_payment",
+        "paid",
+        "in_processing",
+        "closed",
+        "canceled",
+        "deleted",
+    }
     assert sandbox.state.token_requests_ok > tokens_before
     assert sandbox.state.api_requests["/v1/reseller/quotation"] >= 1
 
@@ -254,7 +276,11 @@ def test_quote_then_wait_for_order_defers_and_resumes(airflow_env, sandbox, cloc
     # must defer, however long Airflow took to start.
     orders_before = sandbox.state.api_requests["/v1/reseller/orders"]
     output = run_dag_on_a_gated_clock(
-        airflow_env, sandbox, clock, "packly_quote_then_wait_for_order", start_at="[DAG TEST] starting task_id=wait_for_order_closed"
+        airflow_env,
+        sandbox,
+        clock,
+        "packly_quote_then_wait_for_order",
+        start_at="[DAG TEST] starting task_id=wait_for_order_closed",
     )
 
     lines = output.splitlines()
@@ -294,10 +320,12 @@ def test_taskflow_chain_defers_on_an_upstream_order_id_and_maps(airflow_env, san
     )
 
     lines = output.splitlines()
-    deferred = [i for i, line in enumerate(lines) if "Deferring: waiting on the triggerer for Packly order ORD-0001" in line]
+    deferred = [
+        i for i, line in enumerate(lines) if "Deferring: waiting on the triggerer for Packly order ORD-0001" in line
+    ]
     assert deferred, output[-5000:]
-    assert any("new_state=deferred" in line for line in lines[deferred[0]:])
-    assert any("[DAG TEST] Trigger completed" in line for line in lines[deferred[0]:])
+    assert any("new_state=deferred" in line for line in lines[deferred[0] :])
+    assert any("[DAG TEST] Trigger completed" in line for line in lines[deferred[0] :])
     result = packly_result(output)
     assert result["order_id"] == "ORD-0001" and result["order_status"] == "closed"
     totals = result["quotation_totals"]

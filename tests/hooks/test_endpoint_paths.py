@@ -45,9 +45,15 @@ def test_dot_segments_that_leave_the_base_path_are_refused(prefixed, endpoint):
         ("/v1/reseller/x/../orders", "/v1/reseller/orders"),
         ("/v1/reseller/%2e%2e/reseller/orders", "/v1/reseller/orders"),
         ("/v1/reseller/orders/.", "/v1/reseller/orders/"),
-        ("/v1/reseller/orders?next=https://elsewhere.example/x", "/v1/reseller/orders?next=https://elsewhere.example/x"),
+        (
+            "/v1/reseller/orders?next=https://elsewhere.example/x",
+            "/v1/reseller/orders?next=https://elsewhere.example/x",
+        ),
         ("/v1/reseller/orders?back=../../x", "/v1/reseller/orders?back=../../x"),
-        (f"{BASE}/v1/reseller/orders?next=https://elsewhere.example/x", "/v1/reseller/orders?next=https://elsewhere.example/x"),
+        (
+            f"{BASE}/v1/reseller/orders?next=https://elsewhere.example/x",
+            "/v1/reseller/orders?next=https://elsewhere.example/x",
+        ),
         ("/v1/files/a%2Fb", "/v1/files/a%2Fb"),
         ("/v1/files/..foo", "/v1/files/..foo"),
     ],

@@ -175,9 +175,8 @@ def test_a_gzip_json_answer_cut_after_its_data_but_before_its_trailer_fails():
     """The worst case: every byte of the JSON decodes, only the CRC and length are missing."""
     body = gzip.compress(b'{"request": {}, "response": []}', mtime=0)[:-8]
     packly = FakePackly(answer(200, body, content_encoding="gzip"))
-    with packly.hook() as hook:
-        with pytest.raises(PacklyError, match=INCOMPLETE):
-            list(hook.iter_orders())
+    with packly.hook() as hook, pytest.raises(PacklyError, match=INCOMPLETE):
+        list(hook.iter_orders())
 
 
 def test_empty_and_plain_bodies_are_not_checked():
@@ -193,18 +192,16 @@ def test_empty_and_plain_bodies_are_not_checked():
 def test_an_error_answer_cut_short_is_still_a_typed_error():
     body = gzip.compress(b'{"response": {"code": "INTERNAL_SERVER_ERROR", "message": "boom"}}', mtime=0)[:-10]
     packly = FakePackly(answer(500, body, content_encoding="gzip"))
-    with packly.hook() as hook:
-        with pytest.raises(PacklyError):
-            hook.request("GET", "/v1/reseller/orders")
+    with packly.hook() as hook, pytest.raises(PacklyError):
+        hook.request("GET", "/v1/reseller/orders")
 
 
 def test_raw_server_sends_exactly_what_it_is_given():
     """The fixture itself: a truncated gzip really arrives with a matching Content-Length."""
     answer = gzip_answer(PDF, keep=0.5)
-    with loopback_server(lambda request: answer) as server:
-        with httpx.Client() as client:
-            with client.stream("GET", server.base_url + "/x") as response:
-                raw = b"".join(response.iter_raw())
+    with loopback_server(lambda request: answer) as server, httpx.Client() as client:
+        with client.stream("GET", server.base_url + "/x") as response:
+            raw = b"".join(response.iter_raw())
     assert int(response.headers["content-length"]) == len(raw) == len(gzip.compress(PDF, mtime=0)) // 2
 
 

@@ -19,7 +19,13 @@ ENVELOPE = {
         "code": "VALIDATION_ERROR",
         "message": "Some parameters are wrong or missing",
         "http_status_code": 400,
-        "errors": [{"code": "DLN_1101", "path": "material", "message": "material is required and must be a valid material code"}],
+        "errors": [
+            {
+                "code": "DLN_1101",
+                "path": "material",
+                "message": "material is required and must be a valid material code",
+            }
+        ],
     },
 }
 
@@ -37,8 +43,12 @@ class FakePackly:
         if request.url.path == "/v1/oauth2/token":
             self.token_requests += 1
             if self.token_status != 200:
-                return httpx.Response(self.token_status, json={"response": {"code": "UNAUTHORIZED", "message": "Bad client credentials"}})
-            return httpx.Response(200, json={"token_type": "bearer", "access_token": f"tok-{self.token_requests}", "expires_in": 3600})
+                return httpx.Response(
+                    self.token_status, json={"response": {"code": "UNAUTHORIZED", "message": "Bad client credentials"}}
+                )
+            return httpx.Response(
+                200, json={"token_type": "bearer", "access_token": f"tok-{self.token_requests}", "expires_in": 3600}
+            )
         self.seen_authorization.append(request.headers.get("authorization", ""))
         return self.api.pop(0) if self.api else httpx.Response(200, json={"response": []})
 
@@ -68,7 +78,10 @@ def test_a_401_refreshes_once_and_retries_once(make_connection):
 
 
 def test_a_second_401_raises(make_connection):
-    fake = FakePackly(httpx.Response(401), httpx.Response(401, json={"response": {"code": "UNAUTHORIZED", "message": "Token revoked"}}))
+    fake = FakePackly(
+        httpx.Response(401),
+        httpx.Response(401, json={"response": {"code": "UNAUTHORIZED", "message": "Token revoked"}}),
+    )
     with hook_for(fake, make_connection()) as hook, pytest.raises(PacklyAPIError) as caught:
         hook.request("GET", "/v1/reseller/orders")
     assert caught.value.http_status == 401 and caught.value.code == "UNAUTHORIZED"
@@ -113,14 +126,26 @@ def test_error_envelope_is_parsed(make_connection):
 @pytest.mark.parametrize(
     ("response", "expected"),
     [
-        (httpx.Response(502, text="<html><h1>502 Bad Gateway</h1></html>", headers={"content-type": "text/html"}), "HTTP 502; the response body was not JSON (text/html): '<html><h1>502 Bad Gateway</h1></html>'"),
+        (
+            httpx.Response(502, text="<html><h1>502 Bad Gateway</h1></html>", headers={"content-type": "text/html"}),
+            "HTTP 502; the response body was not JSON (text/html): '<html><h1>502 Bad Gateway</h1></html>'",
+        ),
         (httpx.Response(503), "HTTP 503; the response body was empty"),
-        (httpx.Response(500, content=b'{"response": {"code": "INTER', headers={"content-type": "application/json"}), "HTTP 500; the response body was not JSON (application/json)"),
-        (httpx.Response(404, json={"detail": "nope"}), "HTTP 404; the response body was JSON without Packly's error envelope (keys: detail)"),
+        (
+            httpx.Response(500, content=b'{"response": {"code": "INTER', headers={"content-type": "application/json"}),
+            "HTTP 500; the response body was not JSON (application/json)",
+        ),
+        (
+            httpx.Response(404, json={"detail": "nope"}),
+            "HTTP 404; the response body was JSON without Packly's error envelope (keys: detail)",
+        ),
     ],
 )
 def test_bodies_that_are_not_the_envelope_still_give_a_clear_error(make_connection, response, expected):
-    with hook_for(FakePackly(response), make_connection(retry_max_attempts=1)) as hook, pytest.raises(PacklyAPIError) as caught:
+    with (
+        hook_for(FakePackly(response), make_connection(retry_max_attempts=1)) as hook,
+        pytest.raises(PacklyAPIError) as caught,
+    ):
         hook.request("GET", "/v1/reseller/orders")
     assert expected in str(caught.value)
     assert caught.value.code is None and caught.value.http_status == response.status_code
@@ -128,7 +153,10 @@ def test_bodies_that_are_not_the_envelope_still_give_a_clear_error(make_connecti
 
 def test_token_is_never_sent_to_another_host(make_connection):
     fake = FakePackly()
-    with hook_for(fake, make_connection()) as hook, pytest.raises(PacklyError, match="not under the connection's Base URL"):
+    with (
+        hook_for(fake, make_connection()) as hook,
+        pytest.raises(PacklyError, match="not under the connection's Base URL"),
+    ):
         hook.request("GET", "https://evil.example.com/v1/reseller/orders")
     assert fake.token_requests == 0
 
@@ -146,11 +174,14 @@ def test_unreachable_packly_gives_a_transport_error_after_retries(make_connectio
         raise httpx.ConnectError("connection refused", request=request)
 
     conn = make_connection(retry_backoff_seconds=0.001)
-    with PacklyHook(connection=conn, transport=httpx.MockTransport(refuse)) as hook:
-        with pytest.raises(
-            PacklyTransportError, match=r"POST http://127.0.0.1:8089/v1/oauth2/token failed before Packly answered after 5 attempts"
-        ):
-            hook.get_token()
+    with (
+        PacklyHook(connection=conn, transport=httpx.MockTransport(refuse)) as hook,
+        pytest.raises(
+            PacklyTransportError,
+            match=r"POST http://127.0.0.1:8089/v1/oauth2/token failed before Packly answered after 5 attempts",
+        ),
+    ):
+        hook.get_token()
     assert attempts == ["/v1/oauth2/token"] * 5
 
 
@@ -170,7 +201,10 @@ def test_test_connection_reports_refusal_without_secret(make_connection):
 
 
 def test_test_connection_reports_bad_settings(monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_PACKLY_BROKEN", json.dumps({"conn_type": "packly", "login": "x", "password": "y", "extra": {"environment": "sandbox"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PACKLY_BROKEN",
+        json.dumps({"conn_type": "packly", "login": "x", "password": "y", "extra": {"environment": "sandbox"}}),
+    )
     ok, message = PacklyHook("packly_broken").test_connection()
     assert not ok and "has no Base URL" in message
 
@@ -186,7 +220,15 @@ def test_repr_names_only_the_connection_id(make_connection):
 def test_connection_from_environment_variable(monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_PACKLY_DEFAULT",
-        json.dumps({"conn_type": "packly", "login": "id", "password": "pw", "host": "http://127.0.0.1:8089", "extra": {"environment": "sandbox"}}),
+        json.dumps(
+            {
+                "conn_type": "packly",
+                "login": "id",
+                "password": "pw",
+                "host": "http://127.0.0.1:8089",
+                "extra": {"environment": "sandbox"},
+            }
+        ),
     )
     fake = FakePackly()
     with PacklyHook(transport=httpx.MockTransport(fake)) as hook:
@@ -228,7 +270,15 @@ async def test_async_token_refusal_raises_auth_error(make_connection):
 async def test_async_connection_lookup_from_environment_variable(monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_PACKLY_ASYNC",
-        json.dumps({"conn_type": "packly", "login": "id", "password": "pw", "host": "http://127.0.0.1:8089", "extra": {"environment": "sandbox"}}),
+        json.dumps(
+            {
+                "conn_type": "packly",
+                "login": "id",
+                "password": "pw",
+                "host": "http://127.0.0.1:8089",
+                "extra": {"environment": "sandbox"},
+            }
+        ),
     )
     async with PacklyHook("packly_async", async_transport=httpx.MockTransport(FakePackly())) as hook:
         assert (await hook.aget_conn()).conn_id == "packly_async"
@@ -262,7 +312,6 @@ def test_one_tls_context_per_process_built_off_the_event_loop(make_connection, m
     import threading
 
     import airflow_provider_packly.hooks.packly as module
-
     from airflow_provider_packly.tls import SslContexts
 
     monkeypatch.setattr(module, "_SSL_CONTEXTS", SslContexts())

@@ -21,7 +21,9 @@ def test_hooks_that_opt_in_share_one_client_per_loop_and_it_closes_with_the_loop
 
     async def main() -> None:
         for _ in range(3):
-            async with PacklyHook(connection=make_connection(), async_transport=transport, shared_async_client=True) as hook:
+            async with PacklyHook(
+                connection=make_connection(), async_transport=transport, shared_async_client=True
+            ) as hook:
                 await hook.arequest("GET", "/v1/reseller/orders")
                 seen.append(await hook.aget_client())
         assert not seen[0].is_closed  # leaving a hook's block leaves the shared client open
@@ -46,7 +48,9 @@ def test_a_new_loop_gets_a_new_shared_client(make_connection):
 
 def test_shared_clients_can_be_closed_explicitly(make_connection):
     async def main() -> httpx.AsyncClient:
-        hook = PacklyHook(connection=make_connection(), async_transport=httpx.MockTransport(ok), shared_async_client=True)
+        hook = PacklyHook(
+            connection=make_connection(), async_transport=httpx.MockTransport(ok), shared_async_client=True
+        )
         client = await hook.aget_client()
         await PacklyHook.aclose_shared_clients()
         assert client.is_closed
@@ -59,9 +63,10 @@ def test_shared_clients_can_be_closed_explicitly(make_connection):
 def test_hooks_without_the_option_keep_their_own_client(make_connection):
     async def main() -> None:
         transport = httpx.MockTransport(ok)
-        async with PacklyHook(connection=make_connection(), async_transport=transport) as a, PacklyHook(
-            connection=make_connection(), async_transport=transport
-        ) as b:
+        async with (
+            PacklyHook(connection=make_connection(), async_transport=transport) as a,
+            PacklyHook(connection=make_connection(), async_transport=transport) as b,
+        ):
             assert await a.aget_client() is not await b.aget_client()
 
     asyncio.run(main())

@@ -36,7 +36,9 @@ def _context_of(client) -> object:
 
 def test_hooks_share_a_context_per_setting_sync_and_async(make_connection, pki, contexts):
     ca = TlsSettings(ca_bundle_path=str(pki.ca))
-    mtls = TlsSettings(ca_bundle_path=str(pki.ca), client_cert_path=str(pki.client_cert), client_key_path=str(pki.client_key))
+    mtls = TlsSettings(
+        ca_bundle_path=str(pki.ca), client_cert_path=str(pki.client_cert), client_key_path=str(pki.client_key)
+    )
     for tls in (TlsSettings(), ca, ca, mtls, mtls):
         with hook_for(FakePackly(), make_connection(tls=tls)) as hook:
             hook.get_client()  # a MockTransport client: the context is read from the cache below
@@ -82,13 +84,22 @@ def test_a_new_setting_is_built_off_the_event_loop(make_connection, pki, context
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        (lambda pki: TlsSettings(ca_bundle_path=str(pki.ca) + ".missing"), "which could not be loaded (No such file or directory)"),
+        (
+            lambda pki: TlsSettings(ca_bundle_path=str(pki.ca) + ".missing"),
+            "which could not be loaded (No such file or directory)",
+        ),
         (lambda pki: TlsSettings(ca_bundle_path=str(pki.client_key)), "CA bundle (ca_bundle_path)"),
         (lambda pki: TlsSettings(client_cert_path=str(pki.client_cert)), "client certificate (client_cert_path)"),
-        (lambda pki: TlsSettings(client_cert_path=str(pki.client_cert), client_key_path=str(pki.client_key_encrypted)),
-         "with the key unencrypted (the provider takes no passphrase)"),
-        (lambda pki: TlsSettings(client_cert_path=str(pki.client_cert), client_key_path=str(pki.server_key)),
-         "give readable PEM files that belong together"),
+        (
+            lambda pki: TlsSettings(
+                client_cert_path=str(pki.client_cert), client_key_path=str(pki.client_key_encrypted)
+            ),
+            "with the key unencrypted (the provider takes no passphrase)",
+        ),
+        (
+            lambda pki: TlsSettings(client_cert_path=str(pki.client_cert), client_key_path=str(pki.server_key)),
+            "give readable PEM files that belong together",
+        ),
     ],
 )
 def test_unusable_files_are_named(pki, settings, expected):
@@ -121,8 +132,9 @@ def test_a_ca_bundle_replaces_the_default_cas(pki):
 def test_proxy_password_is_given_to_the_masker_once_per_process(make_connection, mocker, monkeypatch):
     """Defence in depth (the provider never logs it): Airflow's masker hides the decoded proxy
     password, registered once however many hooks use it (each registration is a round trip)."""
-    import airflow_provider_packly.hooks.packly as module
     from airflow.sdk import log as sdk_log
+
+    import airflow_provider_packly.hooks.packly as module
 
     monkeypatch.setattr(module, "_masked_proxy_passwords", set())
     mask = mocker.patch("airflow.sdk.log.mask_secret")

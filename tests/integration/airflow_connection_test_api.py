@@ -54,7 +54,12 @@ def main() -> None:
         )
         results["ui_new_bad_setting"] = post(
             "/api/v2/connections/test",
-            {**ui_body, "connection_id": "packly_new", "password": secret, "extra": json.dumps({"environment": "prod"})},
+            {
+                **ui_body,
+                "connection_id": "packly_new",
+                "password": secret,
+                "extra": json.dumps({"environment": "prod"}),
+            },
         )
         # Workaround through the REST API: leave the port out (the stored secret is used).
         results["rest_saved_no_port"] = post(

@@ -37,7 +37,10 @@ def bombing(body: bytes, status: int) -> bytes:
 
 def connection(server) -> PacklyConnection:
     return PacklyConnection(
-        client_id="bomb-client", client_secret="bomb-secret-K2", base_url=server.base_url, retry_max_attempts=1,
+        client_id="bomb-client",
+        client_secret="bomb-secret-K2",
+        base_url=server.base_url,
+        retry_max_attempts=1,
         request_deadline_seconds=60,
     )
 
@@ -47,7 +50,7 @@ def peak_while(call) -> tuple[int, BaseException]:
     try:
         try:
             call()
-        except Exception as exc:  # noqa: BLE001 - the caller checks the type
+        except Exception as exc:
             error = exc
         else:
             raise AssertionError("the call succeeded")

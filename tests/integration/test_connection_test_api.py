@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.airflow_cli]
 
 SCRIPT = Path(__file__).with_name("airflow_connection_test_api.py")
 SECRET = "sandbox-client-secret"
-ISSUED = "Packly sandbox environment at {base_url} issued an access token to client ID 'sandbox-client-id', valid until "
+ISSUED = (
+    "Packly sandbox environment at {base_url} issued an access token to client ID 'sandbox-client-id', valid until "
+)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -62,7 +62,9 @@ def run_in_child(body: Callable[[], int], timeout: float = 20.0) -> int:
 
 
 def sandbox_settings(sandbox) -> PacklyConnection:
-    return PacklyConnection(client_id="sandbox-client-id", client_secret="sandbox-client-secret", base_url=sandbox.base_url)
+    return PacklyConnection(
+        client_id="sandbox-client-id", client_secret="sandbox-client-secret", base_url=sandbox.base_url
+    )
 
 
 def local_port(response: httpx.Response) -> int:
@@ -103,20 +105,19 @@ def test_a_child_forked_while_a_token_fetch_is_in_flight_fetches_its_own():
 
 
 def test_a_hook_used_before_a_fork_gives_the_child_its_own_connection():
-    with run_sandbox() as sandbox:
-        with PacklyHook(connection=sandbox_settings(sandbox)) as hook:
-            first = hook.request("GET", ORDERS)
-            port = local_port(first)
+    with run_sandbox() as sandbox, PacklyHook(connection=sandbox_settings(sandbox)) as hook:
+        first = hook.request("GET", ORDERS)
+        port = local_port(first)
 
-            def child() -> int:
-                response = hook.request("GET", ORDERS)
-                if response.status_code != 200 or not isinstance(response.json().get("response"), list):
-                    return 2
-                return 3 if local_port(response) == port else 0  # 3: the parent's socket was reused
+        def child() -> int:
+            response = hook.request("GET", ORDERS)
+            if response.status_code != 200 or not isinstance(response.json().get("response"), list):
+                return 2
+            return 3 if local_port(response) == port else 0  # 3: the parent's socket was reused
 
-            assert run_in_child(child) == 0
-            again = hook.request("GET", ORDERS)
-            again_port = local_port(again)
+        assert run_in_child(child) == 0
+        again = hook.request("GET", ORDERS)
+        again_port = local_port(again)
     assert again.status_code == 200
     assert again_port == port  # the parent's keep-alive connection was neither used nor cut
 

@@ -93,17 +93,20 @@ async def test_a_trickling_token_endpoint_is_cut_at_the_deadline_async():
 
 
 def test_a_trickling_api_answer_is_cut_at_the_deadline():
-    with loopback_server(token_then(trickle(http_response(200, b'{"response": []}' * 10, JSON), every=0.1, head_at_once=True))) as server:
-        with PacklyHook(connection=connection(server)) as hook:
-            seconds, error = timed(lambda: hook.request("GET", ORDERS))
+    with (
+        loopback_server(
+            token_then(trickle(http_response(200, b'{"response": []}' * 10, JSON), every=0.1, head_at_once=True))
+        ) as server,
+        PacklyHook(connection=connection(server)) as hook,
+    ):
+        seconds, error = timed(lambda: hook.request("GET", ORDERS))
     assert seconds < BOUND and DEADLINE_SAYS in str(error)
     assert f"GET {server.base_url}{ORDERS}" in str(error)
 
 
 def test_an_endless_chunked_answer_is_cut_at_the_deadline():
-    with loopback_server(token_then(endless())) as server:
-        with PacklyHook(connection=connection(server)) as hook:
-            seconds, error = timed(lambda: hook.request("GET", ORDERS))
+    with loopback_server(token_then(endless())) as server, PacklyHook(connection=connection(server)) as hook:
+        seconds, error = timed(lambda: hook.request("GET", ORDERS))
     assert seconds < BOUND and isinstance(error, PacklyTransportError) and DEADLINE_SAYS in str(error)
 
 
@@ -116,15 +119,14 @@ async def test_an_endless_chunked_answer_is_cut_at_the_deadline_async():
 
 def test_an_endless_streamed_answer_is_cut_while_it_is_read():
     """``stream()`` (the dieline operator's path): the caller reads; the deadline still holds."""
-    with loopback_server(token_then(endless())) as server:
-        with PacklyHook(connection=connection(server)) as hook:
+    with loopback_server(token_then(endless())) as server, PacklyHook(connection=connection(server)) as hook:
 
-            def read_all() -> None:
-                with hook.stream("GET", ORDERS) as response:
-                    for _ in response.iter_bytes():
-                        pass
+        def read_all() -> None:
+            with hook.stream("GET", ORDERS) as response:
+                for _ in response.iter_bytes():
+                    pass
 
-            seconds, error = timed(read_all)
+        seconds, error = timed(read_all)
     assert seconds < BOUND and DEADLINE_SAYS in str(error)
 
 

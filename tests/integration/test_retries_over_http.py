@@ -13,8 +13,6 @@ from airflow_provider_packly.exceptions import PacklyAPIError, PacklyTransportEr
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.sandbox import FaultConfig, SandboxConfig, run_sandbox
 
-from ..retry_time import fake_time  # noqa: F401  (a fixture)
-
 pytestmark = pytest.mark.integration
 
 WRITES = "/_sandbox/v1/writes"
@@ -57,7 +55,10 @@ def test_a_slow_answer_is_a_clear_timeout_naming_endpoint_and_limit():
             with pytest.raises(PacklyTransportError) as caught:
                 hook.request("GET", "/v1/reseller/orders")
     message = str(caught.value)
-    assert f"GET {sandbox.base_url}/v1/reseller/orders got no answer within the 0.1 s read timeout after 2 attempts" in message
+    assert (
+        f"GET {sandbox.base_url}/v1/reseller/orders got no answer within the 0.1 s read timeout after 2 attempts"
+        in message
+    )
     assert "read_timeout" in message
 
 
@@ -87,7 +88,11 @@ def test_retry_after_as_an_http_date_is_honoured(caplog, fake_time):
         with PacklyHook(connection=connection(sandbox)) as hook:
             for _ in range(3):
                 assert hook.request("GET", "/v1/reseller/orders").status_code == 200
-    waits = [float(re.search(r"in ([0-9.]+) s$", r.getMessage()).group(1)) for r in caplog.records if "HTTP 429" in r.getMessage()]
+    waits = [
+        float(re.search(r"in ([0-9.]+) s$", r.getMessage()).group(1))
+        for r in caplog.records
+        if "HTTP 429" in r.getMessage()
+    ]
     assert waits and all(wait > 1.0 for wait in waits)
     assert [round(wait, 2) for wait in fake_time.waits] == waits  # each logged wait is the one taken
 

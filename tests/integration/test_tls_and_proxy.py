@@ -181,7 +181,9 @@ def test_plain_http_calls_are_forwarded_by_the_connections_proxy(http_sandbox, c
 
 
 @CALLS
-def test_without_a_connection_proxy_the_environment_still_applies(http_sandbox, call, monkeypatch, no_proxy_environment):
+def test_without_a_connection_proxy_the_environment_still_applies(
+    http_sandbox, call, monkeypatch, no_proxy_environment
+):
     with ForwardProxy() as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url())
         assert call(connection(http_sandbox.base_url)) == 5

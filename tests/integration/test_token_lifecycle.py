@@ -160,7 +160,9 @@ def test_both_spellings_of_bearer(token_type):
 
 def test_error_envelope_from_the_sandbox_is_parsed(sandbox):
     with PacklyHook(connection=connection_to(sandbox)) as hook, pytest.raises(PacklyAPIError) as caught:
-        hook.request("GET", "/v1/reseller/dieline", params={"article": "s020_v1", "width": 10, "depth": 10, "height": 10})
+        hook.request(
+            "GET", "/v1/reseller/dieline", params={"article": "s020_v1", "width": 10, "depth": 10, "height": 10}
+        )
     error = caught.value
     assert (error.http_status, error.code) == (400, "VALIDATION_ERROR")
     assert [(item.code, item.path) for item in error.errors] == [("DLN_1101", "material")]
@@ -199,10 +201,15 @@ async def test_no_secret_in_any_log_line_error_or_repr(sandbox, caplog, capfd):
             texts += [str(exc), repr(exc)]
     captured = capfd.readouterr()
     texts += [record.getMessage() for record in caplog.records] + [caplog.text, captured.out, captured.err]
-    assert any("HTTP Request: GET" in record.getMessage() for record in caplog.records), "httpx logging was not captured"
+    assert any("HTTP Request: GET" in record.getMessage() for record in caplog.records), (
+        "httpx logging was not captured"
+    )
     assert any(record.name.startswith("httpcore") for record in caplog.records), "httpcore DEBUG was not captured"
     secrets = [CLIENT_SECRET, "another-wrong-secret", *sandbox.state.issued_tokens]
-    secrets += [base64.b64encode(f"{CLIENT_ID}:{secret}".encode()).decode() for secret in (CLIENT_SECRET, "another-wrong-secret")]
+    secrets += [
+        base64.b64encode(f"{CLIENT_ID}:{secret}".encode()).decode()
+        for secret in (CLIENT_SECRET, "another-wrong-secret")
+    ]
     assert len(sandbox.state.issued_tokens) == 2  # the async hook reused the cached token
     leaks = [(secret[:6], text[:80]) for secret in secrets for text in texts if secret in text]
     assert leaks == []

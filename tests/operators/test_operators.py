@@ -25,7 +25,14 @@ from airflow_provider_packly.sandbox import SandboxConfig, run_sandbox
 
 from ..triggers.fakes import FakePackly, envelope, order, page, sandbox_connection_json
 
-ITEM = {"article": "s020_v1", "material": "SBS300", "width": 120, "depth": 80, "height": 40, "references": [{"quantity": 500}]}
+ITEM = {
+    "article": "s020_v1",
+    "material": "SBS300",
+    "width": 120,
+    "depth": 80,
+    "height": 40,
+    "references": [{"quantity": 500}],
+}
 BOX = {"article": "s020_v1", "material": "SBS300", "width": 120, "depth": 80, "height": 40}
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 64 + b"\n%%EOF\n"
 
@@ -110,7 +117,11 @@ def test_orders_arguments_are_checked_when_the_dag_is_parsed(kwargs, match):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"endpoint": ""}, "endpoint"), ({"endpoint": "/x", "method": "FETCH"}, "method"), ({"endpoint": "/x", "response_check": 3}, "callable")],
+    [
+        ({"endpoint": ""}, "endpoint"),
+        ({"endpoint": "/x", "method": "FETCH"}, "method"),
+        ({"endpoint": "/x", "response_check": 3}, "callable"),
+    ],
 )
 def test_generic_operator_arguments_are_checked(kwargs, match):
     with pytest.raises(PacklyValidationError, match=match):
@@ -147,8 +158,12 @@ def test_response_check_and_filter_get_the_response_and_the_context(fake):
 
 def test_failed_response_check_fails_the_task(fake):
     fake.answers = [httpx.Response(200, json={"response": []})]
-    op = PacklyOperator(task_id="p", endpoint="/v1/reseller/orders", response_check=lambda response: bool(response.json()["response"]))
-    with pytest.raises(AirflowException, match=r"response_check returned a false value .* GET /v1/reseller/orders \(HTTP 200\)"):
+    op = PacklyOperator(
+        task_id="p", endpoint="/v1/reseller/orders", response_check=lambda response: bool(response.json()["response"])
+    )
+    with pytest.raises(
+        AirflowException, match=r"response_check returned a false value .* GET /v1/reseller/orders \(HTTP 200\)"
+    ):
         op.execute(context())
 
 
@@ -162,7 +177,9 @@ def test_packly_refusal_fails_with_the_api_error(fake):
 
 
 def test_generic_operator_templates(fake):
-    op = PacklyOperator(task_id="p", endpoint="/v1/reseller/{{ params.what }}", request_params={"page": "{{ params.page }}"})
+    op = PacklyOperator(
+        task_id="p", endpoint="/v1/reseller/{{ params.what }}", request_params={"page": "{{ params.page }}"}
+    )
     assert op.template_fields == ("endpoint", "method", "request_params", "json", "data", "headers")
     op.render_template_fields(context(params={"what": "orders", "page": 3}))
     fake.answers = [httpx.Response(204)]
@@ -265,7 +282,14 @@ def test_dieline_is_streamed_to_a_local_path(fake, tmp_path):
     assert result == {"path": str(target), "bytes": len(PDF), "sha256": hashlib.sha256(PDF).hexdigest()}
     assert target.read_bytes() == PDF
     assert sorted(p.name for p in target.parent.iterdir()) == ["box.pdf"]  # no temporary file left
-    assert fake.calls[0][2] == {"article": "s020_v1", "material": "SBS300", "width": "120", "depth": "80", "height": "40", "type": "pdf"}
+    assert fake.calls[0][2] == {
+        "article": "s020_v1",
+        "material": "SBS300",
+        "width": "120",
+        "depth": "80",
+        "height": "40",
+        "type": "pdf",
+    }
 
 
 def test_dieline_to_object_storage(fake):
@@ -276,7 +300,11 @@ def test_dieline_to_object_storage(fake):
     fake.answers = [httpx.Response(200, content=PDF)]
     target = ObjectStoragePath("memory://bucket/dielines/box.pdf")
     result = PacklyDielineOperator(task_id="d", **BOX, output_path=target).execute(context())
-    assert result == {"path": "memory://bucket/dielines/box.pdf", "bytes": len(PDF), "sha256": hashlib.sha256(PDF).hexdigest()}
+    assert result == {
+        "path": "memory://bucket/dielines/box.pdf",
+        "bytes": len(PDF),
+        "sha256": hashlib.sha256(PDF).hexdigest(),
+    }
     assert target.read_bytes() == PDF
 
 
@@ -315,8 +343,16 @@ def test_failed_download_leaves_no_object_behind(fake):
 @pytest.mark.parametrize(
     ("answer", "error", "match"),
     [
-        (envelope(400, "VALIDATION_ERROR", "material is not known"), PacklyAPIError, "VALIDATION_ERROR: material is not known"),
-        (httpx.Response(200, content=b"<html>login</html>", headers={"content-type": "text/html"}), PacklyError, r"not a PDF \(text/html"),
+        (
+            envelope(400, "VALIDATION_ERROR", "material is not known"),
+            PacklyAPIError,
+            "VALIDATION_ERROR: material is not known",
+        ),
+        (
+            httpx.Response(200, content=b"<html>login</html>", headers={"content-type": "text/html"}),
+            PacklyError,
+            r"not a PDF \(text/html",
+        ),
         (httpx.Response(200, content=b"%PD"), PacklyError, "too short to be a PDF"),
     ],
 )

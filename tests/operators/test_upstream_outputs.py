@@ -195,7 +195,12 @@ LITERAL_BAD: list[tuple[type, str, Any, str]] = [
     (PacklyDielineOperator, "output_path", " ", "output_path must not be empty"),
     (PacklyQuotationOperator, "items", [], "A quotation needs at least one item"),
     (PacklyQuotationOperator, "items", [{**ITEM, "width": -1}], r"items\[0\]\.width must be a positive number"),
-    (PacklyQuotationOperator, "items", [{**BOX, "quantity": 0}], r"items\[0\]\.references\[0\]\.quantity must be a positive whole number"),
+    (
+        PacklyQuotationOperator,
+        "items",
+        [{**BOX, "quantity": 0}],
+        r"items\[0\]\.references\[0\]\.quantity must be a positive whole number",
+    ),
     (PacklyQuotationOperator, "items", {"article": "s020_v1"}, "items must be a list of quotation items"),
     (PacklyQuotationOperator, "shipping", "Italy", "shipping must be an ISO 3166 two-letter country code"),
     (PacklyOrdersOperator, "statuses", ["closed", "shipped"], r"statuses has unknown status\(es\) 'shipped'"),
@@ -208,10 +213,20 @@ LITERAL_BAD: list[tuple[type, str, Any, str]] = [
     (PacklyOrdersOperator, "page_size", 0, "limit must be a positive whole number"),
     (PacklyOrderStatusSensor, "order_id", "", "order_id must be a non-empty string"),
     (PacklyOrderStatusSensor, "target_statuses", ["shipped"], r"target_statuses has unknown status\(es\) 'shipped'"),
-    (PacklyOrderStatusSensor, "failure_statuses", ["cancelled"], r"failure_statuses has unknown status\(es\) 'cancelled'"),
+    (
+        PacklyOrderStatusSensor,
+        "failure_statuses",
+        ["cancelled"],
+        r"failure_statuses has unknown status\(es\) 'cancelled'",
+    ),
     (PacklyOrderStatusSensor, "page_size", 0, "page_size must be a positive whole number"),
     (PacklyOrderProductsShippedSensor, "order_id", "  ", "order_id must be a non-empty string"),
-    (PacklyOrderProductsShippedSensor, "target_statuses", ["closed"], r"target_statuses has unknown status\(es\) 'closed'"),
+    (
+        PacklyOrderProductsShippedSensor,
+        "target_statuses",
+        ["closed"],
+        r"target_statuses has unknown status\(es\) 'closed'",
+    ),
     (PacklySensor, "endpoint", "", "endpoint must be a path such as '/v1/reseller/orders'"),
 ]
 #: The time-filter rule needs a time filter to apply to.
@@ -259,7 +274,9 @@ def no_packly(mocker):
 
 
 @pytest.mark.parametrize(("cls", "name", "value", "message"), LITERAL_BAD, ids=[bad_id(c) for c in LITERAL_BAD])
-def test_the_same_wrong_value_from_upstream_fails_at_execute_with_the_same_message(cls, name, value, message, no_packly):
+def test_the_same_wrong_value_from_upstream_fails_at_execute_with_the_same_message(
+    cls, name, value, message, no_packly
+):
     with DAG("upstream_values", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
 
         @task
@@ -284,7 +301,9 @@ def test_a_wrong_nested_quantity_from_upstream_fails_at_execute(no_packly):
         operator = PacklyQuotationOperator(task_id="q", items=[{**BOX, "quantity": quantity()}])
     context: dict[str, Any] = {"ti": FakeTaskInstance({"quantity": 0}), "params": {}}
     operator.render_template_fields(context)
-    with pytest.raises(PacklyValidationError, match=r"items\[0\]\.references\[0\]\.quantity must be a positive whole number"):
+    with pytest.raises(
+        PacklyValidationError, match=r"items\[0\]\.references\[0\]\.quantity must be a positive whole number"
+    ):
         operator.execute(context)
 
 

@@ -78,7 +78,8 @@ def real_airflow(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> 
                     )
             health = harness.health()
             return bool(health) and all(
-                (health or {}).get(part, {}).get("status") == "healthy" for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                (health or {}).get(part, {}).get("status") == "healthy"
+                for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
             )
 
         wait_for("Airflow's health endpoint to report every component healthy", healthy, 180, 1.0)

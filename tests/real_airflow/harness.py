@@ -151,7 +151,9 @@ def serve_sandbox(clock: ControlledClock) -> Iterator[Sandbox]:
     app = create_app(config)
     requests: list[TokenRequest] = []
     server = uvicorn.Server(
-        uvicorn.Config(_AttributeTokenRequests(app, requests.append), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            _AttributeTokenRequests(app, requests.append), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+        )
     )
     thread = threading.Thread(target=server.run, name="real-airflow-sandbox", daemon=True)
     thread.start()
@@ -246,10 +248,17 @@ class Harness:
         return env
 
     # -- processes ---------------------------------------------------------------------------------
-    def airflow(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    def airflow(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
         """Run an ``airflow`` command to completion (a known PID too: it is our child)."""
         return subprocess.run(
-            [str(BIN / "airflow"), *args], env=env or self.env, cwd=self.workdir, capture_output=True, text=True, timeout=timeout
+            [str(BIN / "airflow"), *args],
+            env=env or self.env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def start(self, role: str) -> Component:
@@ -261,7 +270,13 @@ class Harness:
             args += ["--host", "127.0.0.1", "--port", str(self.port)]
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                args, env=self.env, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                args,
+                env=self.env,
+                cwd=self.workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         component = Component(role, process, log)
         self.components.append(component)
@@ -342,7 +357,9 @@ class Harness:
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Unpause ``dag_id`` and create a run now; return its run id."""
-        wait_for(f"the DAG processor to parse {dag_id}", lambda: self.api.get(f"/dags/{dag_id}").status_code == 200, 180, 1.0)
+        wait_for(
+            f"the DAG processor to parse {dag_id}", lambda: self.api.get(f"/dags/{dag_id}").status_code == 200, 180, 1.0
+        )
         self.api.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
         from datetime import datetime, timezone
 
@@ -369,7 +386,7 @@ class Harness:
         """Wait until the run is finished; return its state."""
         state = wait_for(
             f"DAG run {dag_id}/{run_id} to finish",
-            lambda: (s if (s := self.run_state(dag_id, run_id)) in ("success", "failed") else None),
+            lambda: s if (s := self.run_state(dag_id, run_id)) in ("success", "failed") else None,
             timeout,
             1.0,
         )

@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import sqlite3
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from .harness import CLIENT_ID, CLIENT_SECRET, TEST_DAGS, Harness, wait_for
 
@@ -54,7 +49,9 @@ def wait_until_parsed(harness: Harness, files: list[Path]) -> dict[str, str]:
 
 
 def is_order_sensor(ti: dict[str, Any]) -> bool:
-    return "OrderStatusSensor" in (ti.get("operator") or "") or "OrderProductsShippedSensor" in (ti.get("operator") or "")
+    return "OrderStatusSensor" in (ti.get("operator") or "") or "OrderProductsShippedSensor" in (
+        ti.get("operator") or ""
+    )
 
 
 def trigger_row(harness: Harness, trigger_id: int) -> dict[str, Any]:
@@ -65,7 +62,11 @@ def trigger_row(harness: Harness, trigger_id: int) -> dict[str, Any]:
         row = db.execute("SELECT kwargs, triggerer_id FROM trigger WHERE id = ?", (trigger_id,)).fetchone()
     assert row is not None, f"trigger {trigger_id} is not in the trigger table"
     encrypted, triggerer_id = row
-    text = encrypted if encrypted.startswith("{") else Fernet(harness.fernet_key.encode()).decrypt(encrypted.encode()).decode()
+    text = (
+        encrypted
+        if encrypted.startswith("{")
+        else Fernet(harness.fernet_key.encode()).decrypt(encrypted.encode()).decode()
+    )
     return {"kwargs_text": text, "triggerer_id": triggerer_id}
 
 
@@ -111,7 +112,9 @@ def wait_for_deferred(harness: Harness, dag_id: str, run_id: str, task_id: str, 
 
 
 # -- the tests -----------------------------------------------------------------------------------------
-def test_every_example_dag_and_test_dag_parses_without_import_errors(real_airflow: Harness, example_files: list[Path]) -> None:
+def test_every_example_dag_and_test_dag_parses_without_import_errors(
+    real_airflow: Harness, example_files: list[Path]
+) -> None:
     files = [*example_files, *sorted(TEST_DAGS.glob("*.py"))]
     wait_until_parsed(real_airflow, files)
     errors = import_errors(real_airflow)
@@ -139,7 +142,6 @@ def test_every_example_dag_runs_and_the_order_sensor_defers_after_a_long_uptime(
     sensor = wait_for_deferred(harness, ORDER_DAG, RUNS[ORDER_DAG], ORDER_SENSOR)
     # Other DAGs' order sensors (e.g. a TaskFlow chain) must defer too.
     for dag_id in example_dag_ids:
-
         for ti in harness.task_instances(dag_id, RUNS[dag_id]):
             if is_order_sensor(ti):
                 wait_for_deferred(harness, dag_id, RUNS[dag_id], ti["task_id"])
@@ -149,9 +151,7 @@ def test_every_example_dag_runs_and_the_order_sensor_defers_after_a_long_uptime(
     sandbox.clock.run()
     states = {dag_id: harness.wait_for_run(dag_id, RUNS[dag_id]) for dag_id in example_dag_ids}
     failed = {d: s for d, s in states.items() if s != "success"}
-    assert not failed, {
-        d: [(ti["task_id"], ti["state"]) for ti in harness.task_instances(d, RUNS[d])] for d in failed
-    }
+    assert not failed, {d: [(ti["task_id"], ti["state"]) for ti in harness.task_instances(d, RUNS[d])] for d in failed}
     # Resumed by the triggerer: the sensor's try ran its completion method after the trigger fired.
     ti = harness.api.get(f"/dags/{ORDER_DAG}/dagRuns/{RUNS[ORDER_DAG]}/taskInstances/{ORDER_SENSOR}").json()
     assert ti["state"] == "success" and ti["try_number"] == 1
@@ -159,7 +159,9 @@ def test_every_example_dag_runs_and_the_order_sensor_defers_after_a_long_uptime(
     assert "has status 'waiting_execute_payment'; waiting" in log, log
     deferred_at, resumed_at = log.find("Pausing task as DEFERRED"), log.find("reached status 'closed'")
     assert 0 <= deferred_at < resumed_at, log
-    trigger_logs = list(harness.home.glob(f"logs/dag_id={ORDER_DAG}/run_id={RUNS[ORDER_DAG]}/task_id={ORDER_SENSOR}/*.trigger.*.log"))
+    trigger_logs = list(
+        harness.home.glob(f"logs/dag_id={ORDER_DAG}/run_id={RUNS[ORDER_DAG]}/task_id={ORDER_SENSOR}/*.trigger.*.log")
+    )
     assert trigger_logs and "Trigger fired event" in trigger_logs[0].read_text(), trigger_logs
     summary = harness.api.get(
         f"/dags/{ORDER_DAG}/dagRuns/{RUNS[ORDER_DAG]}/taskInstances/summarize/xcomEntries/return_value"
@@ -198,7 +200,9 @@ def test_a_triggerer_restart_keeps_the_deferred_sensor_and_its_deadline(real_air
     ti = harness.api.get(f"/dags/{ORDER_DAG}/dagRuns/{run_id}/taskInstances/{ORDER_SENSOR}").json()
     assert ti["state"] == "success" and ti["try_number"] == 1
     trigger_logs = list(
-        harness.home.glob(f"logs/dag_id={ORDER_DAG}/run_id={run_id}/task_id={ORDER_SENSOR}/*.trigger.{after['triggerer_id']}.log")
+        harness.home.glob(
+            f"logs/dag_id={ORDER_DAG}/run_id={run_id}/task_id={ORDER_SENSOR}/*.trigger.{after['triggerer_id']}.log"
+        )
     )
     assert trigger_logs and "Trigger fired event" in trigger_logs[0].read_text(), sorted(
         p.name for p in harness.home.glob(f"logs/dag_id={ORDER_DAG}/run_id={run_id}/task_id={ORDER_SENSOR}/*")

@@ -170,7 +170,9 @@ def test_the_form_saved_with_defaults_works_from_a_task(page: Any, real_airflow:
     extra = json.loads(stored_extra(real_airflow, SAVED_CONN_ID))
     declared = {name: spec["schema"].get("default") for name, spec in packly_connection_type()["conn-fields"].items()}
     wrong = {name: value for name, value in extra.items() if name in declared and str(value) != str(declared[name])}
-    assert not wrong, f"saved with defaults, the stored extra differs from the declared defaults: {wrong}; the task run: {state}"
+    assert not wrong, (
+        f"saved with defaults, the stored extra differs from the declared defaults: {wrong}; the task run: {state}"
+    )
     assert state == "success", real_airflow.task_log("real_airflow_use_connection", run_id, "list_orders")[-3000:]
 
 
@@ -181,5 +183,7 @@ def stored_extra(harness: Harness, conn_id: str) -> str:
     from cryptography.fernet import Fernet
 
     with sqlite3.connect(harness.home / "airflow.db") as db:
-        extra, encrypted = db.execute("SELECT extra, is_extra_encrypted FROM connection WHERE conn_id = ?", (conn_id,)).fetchone()
+        extra, encrypted = db.execute(
+            "SELECT extra, is_extra_encrypted FROM connection WHERE conn_id = ?", (conn_id,)
+        ).fetchone()
     return Fernet(harness.fernet_key.encode()).decrypt(extra.encode()).decode() if encrypted else str(extra)

@@ -14,7 +14,6 @@ import json
 import re
 import sqlite3
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from .harness import CLIENT_ID, CLIENT_SECRET, Harness
@@ -48,7 +47,9 @@ def test_one_token_request_per_task_run_and_per_triggerer_process(real_airflow: 
     per_ti = Counter(m.group(1) for r in task_requests if (m := WORKER_TITLE.search(r.cmdline)))
     assert sum(per_ti.values()) == len(task_requests), [r.cmdline for r in task_requests]
     tis = all_task_instances(harness)
-    packly_operators = {ti["id"]: f"{ti['dag_id']}.{ti['task_id']}" for ti in tis if (ti.get("operator") or "").startswith("Packly")}
+    packly_operators = {
+        ti["id"]: f"{ti['dag_id']}.{ti['task_id']}" for ti in tis if (ti.get("operator") or "").startswith("Packly")
+    }
     assert packly_operators, "no Packly operator ran"
     missing = {name for ti_id, name in packly_operators.items() if ti_id not in per_ti}
     assert not missing, f"Packly tasks that made no token request: {missing}"
@@ -57,7 +58,10 @@ def test_one_token_request_per_task_run_and_per_triggerer_process(real_airflow: 
 
     triggerers = [c for c in harness.components if c.role == "triggerer"]
     assert len(triggerers) == 2  # the first, stopped while a sensor was deferred, and the second
-    per_triggerer = {f"triggerer-{harness.components.index(c)}": by_role[f"triggerer-{harness.components.index(c)}"] for c in triggerers}
+    per_triggerer = {
+        f"triggerer-{harness.components.index(c)}": by_role[f"triggerer-{harness.components.index(c)}"]
+        for c in triggerers
+    }
     assert set(per_triggerer.values()) == {1}, per_triggerer
 
     assert by_role["cli"] == 2  # airflow connections test, right and wrong secret

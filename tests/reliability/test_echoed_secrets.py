@@ -11,7 +11,6 @@ import re
 import traceback
 from urllib.parse import quote, quote_plus
 
-import httpx
 import pytest
 
 from airflow_provider_packly.connection import PacklyConnection
@@ -60,7 +59,9 @@ def fail(exc: BaseException) -> str:
     return f"{exc}\n{exc!r}\n{getattr(exc, '__dict__', '')}"
 
 
-def call(base_url: str, mode: str, *, secret: str = SECRET, path: str = "/v1/reseller/dieline", **settings) -> PacklyError:
+def call(
+    base_url: str, mode: str, *, secret: str = SECRET, path: str = "/v1/reseller/dieline", **settings
+) -> PacklyError:
     """One API call, sync or async, that must fail with a PacklyError (returned)."""
     return failed_get(connection(base_url, secret, **settings), mode, path)
 
@@ -80,7 +81,13 @@ def _html_echo(request: RawRequest) -> bytes:
 
 def _envelope_echo(request: RawRequest) -> bytes:
     said = f"token {request.headers['authorization']} is not allowed"
-    body = {"response": {"code": "VALIDATION_ERROR", "message": said, "errors": [{"code": "X", "path": TOKEN, "message": said}]}}
+    body = {
+        "response": {
+            "code": "VALIDATION_ERROR",
+            "message": said,
+            "errors": [{"code": "X", "path": TOKEN, "message": said}],
+        }
+    }
     return http_response(422, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
 
@@ -201,7 +208,9 @@ def test_base64_and_percent_encoded_echoes_are_redacted(kind, mode):
 # -- 3. tokens that cannot be sent in a header ---------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["tok\x0ben-value", "tok\x01en-value", "tok\x7fen-value", "tökenvalue", "tok en-value", "token-value\t"])
+@pytest.mark.parametrize(
+    "bad", ["tok\x0ben-value", "tok\x01en-value", "tok\x7fen-value", "tökenvalue", "tok en-value", "token-value\t"]
+)
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_token_that_cannot_be_a_header_value_is_refused_at_once(bad, mode):
     with loopback_server(lambda request: token_answer(bad)) as server:
@@ -297,7 +306,9 @@ def test_the_dieline_operator_quotes_no_echoed_token_from_a_body_that_is_not_a_p
     from airflow_provider_packly.operators.packly import PacklyDielineOperator
 
     def login_page(request: RawRequest) -> bytes:
-        return http_response(200, f"{request.headers['authorization']} is not logged in".encode(), {"Content-Type": "text/plain"})
+        return http_response(
+            200, f"{request.headers['authorization']} is not logged in".encode(), {"Content-Type": "text/plain"}
+        )
 
     with loopback_server(echoing(login_page)) as server:
         monkeypatch.setenv(
@@ -305,7 +316,13 @@ def test_the_dieline_operator_quotes_no_echoed_token_from_a_body_that_is_not_a_p
             json.dumps({"conn_type": "packly", "login": CLIENT_ID, "password": SECRET, "host": server.base_url}),
         )
         operator = PacklyDielineOperator(
-            task_id="d", article="s020_v1", material="SBS300", width=1, depth=1, height=1, output_path=str(tmp_path / "d.pdf")
+            task_id="d",
+            article="s020_v1",
+            material="SBS300",
+            width=1,
+            depth=1,
+            height=1,
+            output_path=str(tmp_path / "d.pdf"),
         )
         with pytest.raises(PacklyError, match=r"not a PDF \(text/plain, starting '\*\*\* is not logge'\)") as raised:
             operator.execute({"params": {}})

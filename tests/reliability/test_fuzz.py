@@ -38,7 +38,6 @@ from airflow_provider_packly.exceptions import PacklyConnectionConfigError, Pack
 from airflow_provider_packly.get_provider_info import get_provider_info
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.triggers.rules import error_to_payload
-
 from tests.loopback import Answer, RawRequest, http_response, loopback_server
 from tests.loopback import trickle as trickled  # the name "trickle" is a drawn parameter below
 
@@ -173,7 +172,11 @@ token_values = st.one_of(
 def token_documents(draw) -> tuple[dict[str, Any], bool]:
     """A token document, and whether it is well formed (so the call must succeed)."""
     token = draw(tokens_text)
-    document: dict[str, Any] = {"access_token": token, "token_type": "bearer", "expires_in": draw(st.integers(60, 86400))}
+    document: dict[str, Any] = {
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": draw(st.integers(60, 86400)),
+    }
     well_formed = True
     for name, values in (
         ("access_token", token_values),
@@ -220,7 +223,9 @@ def test_token_responses_give_a_token_or_a_packly_error(server, _all_logs, secre
     sent, headers, intact = data.draw(encoded_bodies(body))
     headers["Content-Type"] = "application/json"
     if data.draw(st.booleans()):
-        headers["Retry-After"] = data.draw(st.sampled_from(["1", "²", "-5", "999999999999", "Wed, 21 Oct 2015 07:28:00 GMT", "soon", ""]))
+        headers["Retry-After"] = data.draw(
+            st.sampled_from(["1", "²", "-5", "999999999999", "Wed, 21 Oct 2015 07:28:00 GMT", "soon", ""])
+        )
     answer = http_response(status, sent, headers)
     server.respond = lambda request: answer
     connection = _connection(server.base_url, secret)
@@ -270,7 +275,9 @@ def echoing_bodies(draw, token: str, secret: str) -> tuple[bytes, str]:
         return json.dumps({"response": {"code": "E_FUZZ", "message": text}}).encode(), "application/json"
     if kind == "errors":
         items = [{"code": "E1", "path": "x", "message": text}] + [{"code": "E2", "message": piece} for piece in quoted]
-        return json.dumps({"response": {"code": "E_FUZZ", "message": "bad", "errors": items}}).encode(), "application/json"
+        return json.dumps(
+            {"response": {"code": "E_FUZZ", "message": "bad", "errors": items}}
+        ).encode(), "application/json"
     if kind == "oauth":
         return json.dumps({"error": "invalid_request", "error_description": text}).encode(), "application/json"
     return text.encode("utf-8", "surrogatepass"), "text/plain"
@@ -287,7 +294,8 @@ TOKEN = "fuzz-access-token-0123456789abcdef"
 )
 def test_error_bodies_never_carry_a_secret_into_errors_or_logs(server, _all_logs, secret, status, use_async, data):
     token_answer = http_response(
-        200, json.dumps({"access_token": TOKEN, "token_type": "bearer", "expires_in": 3600}).encode(),
+        200,
+        json.dumps({"access_token": TOKEN, "token_type": "bearer", "expires_in": 3600}).encode(),
         {"Content-Type": "application/json"},
     )
     body, content_type = data.draw(echoing_bodies(TOKEN, secret))
@@ -327,15 +335,20 @@ def test_error_bodies_never_carry_a_secret_into_errors_or_logs(server, _all_logs
     trickle=st.booleans(),
     data=st.data(),
 )
-def test_odd_headers_give_the_right_body_or_a_packly_error(server, _all_logs, status, retry_after, length_change, trickle, data):
+def test_odd_headers_give_the_right_body_or_a_packly_error(
+    server, _all_logs, status, retry_after, length_change, trickle, data
+):
     payload = json.dumps({"response": [{"id": "ORD-1", "status": "paid"}], "pad": "x" * 200}).encode()
     sent, headers, intact = data.draw(encoded_bodies(payload))
     if retry_after is not None:
-        headers["Retry-After"] = retry_after.encode("latin-1", "replace").decode("latin-1").replace("\r", "").replace("\n", "")
+        headers["Retry-After"] = (
+            retry_after.encode("latin-1", "replace").decode("latin-1").replace("\r", "").replace("\n", "")
+        )
     headers["Content-Type"] = "application/json"
     answer = http_response(status, sent, headers, content_length=max(0, len(sent) + length_change))
     token_answer = http_response(
-        200, json.dumps({"access_token": TOKEN, "token_type": "bearer", "expires_in": 3600}).encode(),
+        200,
+        json.dumps({"access_token": TOKEN, "token_type": "bearer", "expires_in": 3600}).encode(),
         {"Content-Type": "application/json"},
     )
 
@@ -356,7 +369,9 @@ def test_odd_headers_give_the_right_body_or_a_packly_error(server, _all_logs, st
         framed = sent[: max(0, len(sent) + length_change)]
         assert response.status_code == 200
         assert response.content == payload or (
-            length_change < 0 and headers.get("Content-Encoding") not in ("gzip", "deflate") and response.content == framed
+            length_change < 0
+            and headers.get("Content-Encoding") not in ("gzip", "deflate")
+            and response.content == framed
         )
     elif status == 200 and intact and length_change == 0 and not trickle and _legal_header(retry_after):
         pytest.fail(f"an intact 200 answer was refused: {error}")
@@ -378,13 +393,18 @@ extra_values = st.one_of(
     st.integers(min_value=-(10**6), max_value=10**6),
     st.integers(min_value=10**18, max_value=10**400),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(["inf", "-inf", "nan", "NaN", "1e400", "0.5", "0", "-1", "", " ", "²", "live", "sandbox", "***", "10"]),
+    st.sampled_from(
+        ["inf", "-inf", "nan", "NaN", "1e400", "0.5", "0", "-1", "", " ", "²", "live", "sandbox", "***", "10"]
+    ),
     st.text(max_size=20),
     st.lists(st.integers(), max_size=2),
 )
 
 
-@given(extra=st.dictionaries(st.sampled_from(FIELDS), extra_values, max_size=len(FIELDS)), environment=st.sampled_from(["sandbox", "live"]))
+@given(
+    extra=st.dictionaries(st.sampled_from(FIELDS), extra_values, max_size=len(FIELDS)),
+    environment=st.sampled_from(["sandbox", "live"]),
+)
 def test_connection_extras_are_accepted_as_finite_settings_or_refused_clearly(extra, environment):
     extra = {**extra, "environment": environment} if "environment" not in extra else extra
     try:

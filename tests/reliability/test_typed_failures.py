@@ -164,7 +164,13 @@ def test_the_dieline_operator_fails_typed_when_the_connection_drops_mid_body(mon
             json.dumps({"conn_type": "packly", "login": "typed-client", "password": SECRET, "host": server.base_url}),
         )
         operator = PacklyDielineOperator(
-            task_id="d", article="s020_v1", material="SBS300", width=1, depth=1, height=1, output_path=str(tmp_path / "d.pdf")
+            task_id="d",
+            article="s020_v1",
+            material="SBS300",
+            width=1,
+            depth=1,
+            height=1,
+            output_path=str(tmp_path / "d.pdf"),
         )
         with pytest.raises(PacklyTransportError, match="connection broke"):
             operator.execute({"params": {}})
@@ -181,7 +187,9 @@ def test_an_endpoint_httpx_cannot_send_is_a_validation_error(mode, endpoint):
     assert "is not a URL path that can be sent" in str(error)
     assert api_calls == []
     # A traceback printed with its locals works (httpx's half-built URL is not in the chain).
-    assert "PacklyValidationError" in "".join(traceback.TracebackException.from_exception(error, capture_locals=True).format())
+    assert "PacklyValidationError" in "".join(
+        traceback.TracebackException.from_exception(error, capture_locals=True).format()
+    )
 
 
 def test_an_absurdly_nested_error_body_is_described_not_a_recursion_error():
@@ -247,16 +255,40 @@ def test_an_unusable_expires_in_is_a_token_error(expires_in, says):
     assert says in str(error)
 
 
-@pytest.mark.parametrize("name", ["default_expires_in", "retry_max_attempts", "refresh_margin_seconds", "retry_max_seconds", "timeout", "read_timeout", "retry_backoff_max_seconds"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "default_expires_in",
+        "retry_max_attempts",
+        "refresh_margin_seconds",
+        "retry_max_seconds",
+        "timeout",
+        "read_timeout",
+        "retry_backoff_max_seconds",
+    ],
+)
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e400", 10**400, "1e300"])
 def test_a_non_finite_or_absurd_number_in_the_extras_is_a_config_error(name, value):
     with pytest.raises(PacklyConnectionConfigError, match=f"has {name} = .* give a finite number no larger than"):
         PacklyConnection.from_fields(
-            login="typed-client", password=SECRET, host="https://api.packly.io", extra={"environment": "live", name: value}
+            login="typed-client",
+            password=SECRET,
+            host="https://api.packly.io",
+            extra={"environment": "live", name: value},
         )
 
 
-@pytest.mark.parametrize("name", ["token_refresh_margin", "retry_max_seconds", "retry_after_max_seconds", "timeout", "default_expires_in", "retry_max_attempts"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "token_refresh_margin",
+        "retry_max_seconds",
+        "retry_after_max_seconds",
+        "timeout",
+        "default_expires_in",
+        "retry_max_attempts",
+    ],
+)
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 10**400])
 def test_a_non_finite_number_given_directly_is_a_config_error(name, value):
     with pytest.raises(PacklyConnectionConfigError, match=f"has {name} = "):
@@ -264,9 +296,14 @@ def test_a_non_finite_number_given_directly_is_a_config_error(name, value):
 
 
 def test_a_fractional_default_lifetime_is_reported_as_given():
-    with pytest.raises(PacklyConnectionConfigError, match=r"default_expires_in = '0.5' in its extra fields; give a whole number"):
+    with pytest.raises(
+        PacklyConnectionConfigError, match=r"default_expires_in = '0.5' in its extra fields; give a whole number"
+    ):
         PacklyConnection.from_fields(
-            login="typed-client", password=SECRET, host="https://api.packly.io", extra={"environment": "live", "default_expires_in": "0.5"}
+            login="typed-client",
+            password=SECRET,
+            host="https://api.packly.io",
+            extra={"environment": "live", "default_expires_in": "0.5"},
         )
 
 

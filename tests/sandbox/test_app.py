@@ -45,9 +45,7 @@ def app(clock: FakeClock) -> Starlette:
 
 @pytest.fixture
 async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://sandbox.test"
-    ) as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox.test") as client:
         yield client
 
 
@@ -106,9 +104,7 @@ async def test_token_success(app: Starlette, client: httpx.AsyncClient) -> None:
 
 
 async def test_token_response_is_gzipped_only_when_asked(client: httpx.AsyncClient) -> None:
-    request = client.build_request(
-        "POST", "/v1/oauth2/token", data=TOKEN_FORM, headers={"Accept-Encoding": "gzip"}
-    )
+    request = client.build_request("POST", "/v1/oauth2/token", data=TOKEN_FORM, headers={"Accept-Encoding": "gzip"})
     request.headers["Authorization"] = httpx.BasicAuth(*SANDBOX_AUTH)._auth_header
     response = await client.send(request, stream=True)
     raw = b"".join([chunk async for chunk in response.aiter_raw()])
@@ -161,9 +157,7 @@ async def test_token_type_and_lifetime_are_configurable() -> None:
             ("TKN_1000", "grant_type"),
             id="wrong-grant-type",
         ),
-        pytest.param(
-            {"scope": "external"}, None, 400, ("TKN_1000", "grant_type"), id="no-grant-type"
-        ),
+        pytest.param({"scope": "external"}, None, 400, ("TKN_1000", "grant_type"), id="no-grant-type"),
         pytest.param(
             {"grant_type": "client_credentials", "scope": "internal"},
             None,
@@ -171,9 +165,7 @@ async def test_token_type_and_lifetime_are_configurable() -> None:
             ("TKN_1001", "scope"),
             id="wrong-scope",
         ),
-        pytest.param(
-            {"grant_type": "client_credentials"}, None, 400, ("TKN_1001", "scope"), id="no-scope"
-        ),
+        pytest.param({"grant_type": "client_credentials"}, None, 400, ("TKN_1001", "scope"), id="no-scope"),
     ],
 )
 async def test_token_errors(
@@ -196,9 +188,7 @@ async def test_token_errors(
     assert (state.token_requests, state.token_requests_ok, state.issued_tokens) == (1, 0, [])
 
 
-@pytest.mark.parametrize(
-    "auth", [("sandbox-client-id", "wrong-secret"), ("someone-else", "sandbox-client-secret")]
-)
+@pytest.mark.parametrize("auth", [("sandbox-client-id", "wrong-secret"), ("someone-else", "sandbox-client-secret")])
 async def test_token_wrong_credentials(client: httpx.AsyncClient, auth: tuple[str, str]) -> None:
     response = await client.post("/v1/oauth2/token", auth=auth, data=TOKEN_FORM)
     body = assert_envelope(response, 401, "UNAUTHORIZED")
@@ -213,9 +203,7 @@ async def test_credentials_do_not_cross_environments(client: httpx.AsyncClient) 
     assert "live-client-secret" not in response.text
 
     live_app = create_app(SandboxConfig(environment="live"))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=live_app), base_url="http://t"
-    ) as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=live_app), base_url="http://t") as c:
         refused = await c.post("/v1/oauth2/token", auth=SANDBOX_AUTH, data=TOKEN_FORM)
         assert "sandbox environment" in refused.json()["response"]["message"]
         assert refused.status_code == 401
@@ -228,9 +216,7 @@ async def test_credentials_do_not_cross_environments(client: httpx.AsyncClient) 
     [{}, {"Authorization": "Bearer AAAA%2Funknown%3D"}, {"Authorization": "Basic abc"}],
     ids=["none", "unknown", "basic"],
 )
-async def test_api_requires_a_known_bearer_token(
-    client: httpx.AsyncClient, headers: dict[str, str]
-) -> None:
+async def test_api_requires_a_known_bearer_token(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
     response = await client.get("/v1/reseller/orders", headers=headers)
     assert_envelope(response, 401, "UNAUTHORIZED")
     assert response.headers["www-authenticate"].startswith("Bearer")
@@ -243,9 +229,7 @@ async def test_token_must_be_sent_back_verbatim(client: httpx.AsyncClient) -> No
     assert decoded != token
     assert (await client.get("/v1/reseller/orders", headers=bearer(decoded))).status_code == 401
     # The scheme is case-insensitive, the token is not.
-    assert (
-        await client.get("/v1/reseller/orders", headers={"Authorization": f"bearer {token}"})
-    ).status_code == 200
+    assert (await client.get("/v1/reseller/orders", headers={"Authorization": f"bearer {token}"})).status_code == 200
 
 
 async def test_token_expires_on_the_config_clock(clock: FakeClock) -> None:
@@ -258,9 +242,7 @@ async def test_token_expires_on_the_config_clock(clock: FakeClock) -> None:
         expired = await c.get("/v1/reseller/orders", headers=bearer(token))
         body = assert_envelope(expired, 401, "UNAUTHORIZED")
         assert "expired" in body["response"]["message"]
-        assert (
-            await c.get("/v1/reseller/orders", headers=bearer(await get_token(c)))
-        ).status_code == 200
+        assert (await c.get("/v1/reseller/orders", headers=bearer(await get_token(c)))).status_code == 200
 
 
 async def test_revoke_tokens(app: Starlette, client: httpx.AsyncClient) -> None:
@@ -289,9 +271,7 @@ async def test_dieline_pdf_is_valid_and_deterministic(client: httpx.AsyncClient)
     assert b"article s020_v1, material SBS300, 100 x 50 x 30 mm" in pdf
     again = await client.get("/v1/reseller/dieline", params={**BOX, "type": "pdf"}, headers=headers)
     assert again.content == pdf
-    other = await client.get(
-        "/v1/reseller/dieline", params={**BOX, "width": "120.25"}, headers=headers
-    )
+    other = await client.get("/v1/reseller/dieline", params={**BOX, "width": "120.25"}, headers=headers)
     assert_valid_pdf(other.content)
     assert other.content != pdf
     assert b"120.25 x 50 x 30 mm" in other.content
@@ -300,9 +280,7 @@ async def test_dieline_pdf_is_valid_and_deterministic(client: httpx.AsyncClient)
 async def test_dieline_json_is_the_same_pdf_in_base64(client: httpx.AsyncClient) -> None:
     headers = bearer(await get_token(client))
     pdf = (await client.get("/v1/reseller/dieline", params=BOX, headers=headers)).content
-    response = await client.get(
-        "/v1/reseller/dieline", params={**BOX, "type": "json"}, headers=headers
-    )
+    response = await client.get("/v1/reseller/dieline", params={**BOX, "type": "json"}, headers=headers)
     assert response.status_code == 200
     body = response.json()
     assert body["request"] == {
@@ -320,12 +298,8 @@ async def test_dieline_padding_makes_large_valid_pdfs(clock: FakeClock) -> None:
     padded_app = create_app(SandboxConfig(now=clock, dieline_padding_bytes=1_000_003))
     sizes = []
     for app in (plain_app, padded_app):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
-        ) as c:
-            response = await c.get(
-                "/v1/reseller/dieline", params=BOX, headers=bearer(await get_token(c))
-            )
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            response = await c.get("/v1/reseller/dieline", params=BOX, headers=bearer(await get_token(c)))
             assert_valid_pdf(response.content)
             assert int(response.headers["content-length"]) == len(response.content)
             sizes.append(len(response.content))
@@ -358,18 +332,14 @@ async def test_dieline_validation_errors(
     client: httpx.AsyncClient, overrides: dict[str, str | None], item: tuple[str, str]
 ) -> None:
     params = {k: v for k, v in {**BOX, **overrides}.items() if v is not None}
-    response = await client.get(
-        "/v1/reseller/dieline", params=params, headers=bearer(await get_token(client))
-    )
+    response = await client.get("/v1/reseller/dieline", params=params, headers=bearer(await get_token(client)))
     body = assert_envelope(response, 400, "VALIDATION_ERROR", item)
     assert body["request"]["query"] == params
 
 
 async def test_dieline_accepts_the_largest_dimensions(client: httpx.AsyncClient) -> None:
     params = {**BOX, "width": "2000", "depth": "0.01", "height": "1999.99"}
-    response = await client.get(
-        "/v1/reseller/dieline", params=params, headers=bearer(await get_token(client))
-    )
+    response = await client.get("/v1/reseller/dieline", params=params, headers=bearer(await get_token(client)))
     assert response.status_code == 200
     assert_valid_pdf(response.content)
 
@@ -377,9 +347,7 @@ async def test_dieline_accepts_the_largest_dimensions(client: httpx.AsyncClient)
 # -- quotation -------------------------------------------------------------------------------------
 async def test_quotation_prices_deterministically(client: httpx.AsyncClient) -> None:
     headers = bearer(await get_token(client))
-    query = (
-        ITEM0 + "&items[0][printing]=true&items[0][gold]=false&items[0][manufacturing_time]=express"
-    )
+    query = ITEM0 + "&items[0][printing]=true&items[0][gold]=false&items[0][manufacturing_time]=express"
     response = await client.get(f"/v1/reseller/quotation?{query}", headers=headers)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -408,13 +376,9 @@ async def test_quotation_prices_deterministically(client: httpx.AsyncClient) -> 
 
 
 async def test_quotation_with_two_items_and_shipping(client: httpx.AsyncClient) -> None:
-    second = (
-        ITEM0.replace("items[0]", "items[1]").replace("SBS300", "KRAFT250").replace("=500", "=1000")
-    )
+    second = ITEM0.replace("items[0]", "items[1]").replace("SBS300", "KRAFT250").replace("=500", "=1000")
     query = f"shipping=DE&{second}&{ITEM0}&items[1][manufacturing_time]=economy"
-    response = await client.get(
-        f"/v1/reseller/quotation?{query}", headers=bearer(await get_token(client))
-    )
+    response = await client.get(f"/v1/reseller/quotation?{query}", headers=bearer(await get_token(client)))
     assert response.status_code == 200, response.text
     quotation = response.json()["response"]
     assert quotation["shipping"] == "DE"
@@ -429,9 +393,7 @@ async def test_quotation_with_two_items_and_shipping(client: httpx.AsyncClient) 
         second_item["quantity"],
         second_item["manufacturing_days"],
     ) == ("KRAFT250", 1000, 8)
-    total = round(
-        first_item["total_amount_tax_excluded"] + second_item["total_amount_tax_excluded"], 2
-    )
+    total = round(first_item["total_amount_tax_excluded"] + second_item["total_amount_tax_excluded"], 2)
     assert quotation["total_amount_tax_excluded"] == total
     assert quotation["tax_amount"] == round(total * 0.22, 2)
     assert quotation["total_amount_tax_included"] == round(total + quotation["tax_amount"], 2)
@@ -492,12 +454,8 @@ async def test_quotation_with_two_items_and_shipping(client: httpx.AsyncClient) 
         (ITEM0 + "&shipping=ITA", "VALIDATION_ERROR", ("QUO_1004", "shipping")),
     ],
 )
-async def test_quotation_errors(
-    client: httpx.AsyncClient, query: str, code: str, item: tuple[str, str]
-) -> None:
-    response = await client.get(
-        f"/v1/reseller/quotation?{query}", headers=bearer(await get_token(client))
-    )
+async def test_quotation_errors(client: httpx.AsyncClient, query: str, code: str, item: tuple[str, str]) -> None:
+    response = await client.get(f"/v1/reseller/quotation?{query}", headers=bearer(await get_token(client)))
     assert_envelope(response, 400, code, item)
 
 
@@ -513,20 +471,12 @@ async def test_quotation_booleans_accept_one_and_zero(client: httpx.AsyncClient)
     base = await unit_price("")
     assert await unit_price("&items[0][printing]=0") == base
     assert await unit_price("&items[0][printing]=false") == base
-    assert (
-        await unit_price("&items[0][printing]=1")
-        == await unit_price("&items[0][printing]=true")
-        > base
-    )
+    assert await unit_price("&items[0][printing]=1") == await unit_price("&items[0][printing]=true") > base
 
 
 # -- orders ----------------------------------------------------------------------------------------
-async def all_orders(
-    client: httpx.AsyncClient, headers: dict[str, str]
-) -> dict[str, dict[str, Any]]:
-    response = await client.get(
-        "/v1/reseller/orders", params={"limit": 100, "sort": "asc"}, headers=headers
-    )
+async def all_orders(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, dict[str, Any]]:
+    response = await client.get("/v1/reseller/orders", params={"limit": 100, "sort": "asc"}, headers=headers)
     assert response.status_code == 200
     return {order["id"]: order for order in response.json()["response"]}
 
@@ -548,9 +498,7 @@ async def test_orders_paging_and_sorting(client: httpx.AsyncClient) -> None:
         )
         ids += [o["id"] for o in response.json()["response"]]
     assert ids == [f"ORD-{n:04d}" for n in range(1, 26)]
-    past_end = await client.get(
-        "/v1/reseller/orders", params={"page": 3, "limit": 10}, headers=headers
-    )
+    past_end = await client.get("/v1/reseller/orders", params={"page": 3, "limit": 10}, headers=headers)
     assert past_end.status_code == 200
     assert past_end.json()["response"] == []
     for spelling, expected in (
@@ -558,9 +506,7 @@ async def test_orders_paging_and_sorting(client: httpx.AsyncClient) -> None:
         ("descending", "ORD-0025"),
         ("desc", "ORD-0025"),
     ):
-        response = await client.get(
-            "/v1/reseller/orders", params={"sort": spelling, "limit": 1}, headers=headers
-        )
+        response = await client.get("/v1/reseller/orders", params={"sort": spelling, "limit": 1}, headers=headers)
         assert [o["id"] for o in response.json()["response"]] == [expected]
     created = [o["created_at"] for o in (await all_orders(client, headers)).values()]
     assert created == sorted(created)
@@ -571,16 +517,11 @@ async def test_order_shape(client: httpx.AsyncClient) -> None:
     order = orders["ORD-0001"]
     assert order["purchase_order"] == "PO-2026-0001"
     assert order["created_at"].endswith("Z")
-    assert (
-        round(order["total_amount_tax_excluded"] + order["tax_amount"], 2)
-        == order["total_amount_tax_included"]
-    )
+    assert round(order["total_amount_tax_excluded"] + order["tax_amount"], 2) == order["total_amount_tax_included"]
     assert order["tax_amount"] == round(order["total_amount_tax_excluded"] * 0.22, 2)
     for order in orders.values():
         assert 1 <= len(order["items"]) <= 3
-        assert all(
-            p["id"].startswith(order["id"].replace("ORD", "PRD") + "-") for p in order["items"]
-        )
+        assert all(p["id"].startswith(order["id"].replace("ORD", "PRD") + "-") for p in order["items"])
 
 
 @pytest.mark.parametrize(
@@ -597,16 +538,12 @@ async def test_order_shape(client: httpx.AsyncClient) -> None:
 async def test_orders_validation_errors(
     client: httpx.AsyncClient, params: dict[str, str], item: tuple[str, str]
 ) -> None:
-    response = await client.get(
-        "/v1/reseller/orders", params=params, headers=bearer(await get_token(client))
-    )
+    response = await client.get("/v1/reseller/orders", params=params, headers=bearer(await get_token(client)))
     body = assert_envelope(response, 400, "VALIDATION_ERROR", item)
     assert body["request"]["query"] == params
 
 
-async def test_orders_advance_on_the_config_clock(
-    client: httpx.AsyncClient, clock: FakeClock
-) -> None:
+async def test_orders_advance_on_the_config_clock(client: httpx.AsyncClient, clock: FakeClock) -> None:
     token = await get_token(client)
     headers = bearer(token)
     step = 2.0  # the default order_step_seconds
@@ -640,11 +577,7 @@ async def test_orders_advance_on_the_config_clock(
     orders = await all_orders(client, headers)
     assert orders["ORD-0002"]["status"] == "deleted"
     assert {orders[f"ORD-{n:04d}"]["status"] for n in (7, 14, 21)} == {"canceled"}
-    others = {
-        o["status"]
-        for oid, o in orders.items()
-        if oid not in ("ORD-0002", "ORD-0007", "ORD-0014", "ORD-0021")
-    }
+    others = {o["status"] for oid, o in orders.items() if oid not in ("ORD-0002", "ORD-0007", "ORD-0014", "ORD-0021")}
     assert others == {"closed"}
 
     reset = await client.post("/_sandbox/reset-clock")
@@ -673,9 +606,7 @@ async def test_unknown_path_and_wrong_method(client: httpx.AsyncClient) -> None:
     assert_envelope(await client.get("/v1/oauth2/token"), 405, "METHOD_NOT_ALLOWED")
 
 
-async def test_stats_count_requests_and_never_show_tokens(
-    app: Starlette, client: httpx.AsyncClient
-) -> None:
+async def test_stats_count_requests_and_never_show_tokens(app: Starlette, client: httpx.AsyncClient) -> None:
     token = await get_token(client)
     await client.post("/v1/oauth2/token", auth=("x", "y"), data=TOKEN_FORM)
     await client.get("/v1/reseller/orders", headers=bearer(token))
@@ -734,9 +665,7 @@ async def test_order_timelines_start_when_first_listed_not_when_the_sandbox_star
     assert (await all_orders(client, headers))["ORD-0001"]["status"] == "waiting_execute_payment"
 
 
-async def test_each_order_starts_when_its_own_page_is_first_listed(
-    client: httpx.AsyncClient, clock: FakeClock
-) -> None:
+async def test_each_order_starts_when_its_own_page_is_first_listed(client: httpx.AsyncClient, clock: FakeClock) -> None:
     headers = bearer(await get_token(client))
     ascending = {"sort": "asc", "limit": "5"}
     first = (await client.get("/v1/reseller/orders", params=ascending, headers=headers)).json()

@@ -18,14 +18,20 @@ def test_trickle_is_opt_in_and_named_by_the_cli_syntax():
 
 def test_a_trickled_answer_is_complete_and_arrives_a_byte_per_read():
     faults = FaultConfig(seed=1, rate=1.0, kinds=["trickle"], trickle_seconds=0.005)
-    with run_sandbox(SandboxConfig(faults=faults)) as sandbox, httpx.Client(base_url=sandbox.base_url, timeout=5) as client:
+    with (
+        run_sandbox(SandboxConfig(faults=faults)) as sandbox,
+        httpx.Client(base_url=sandbox.base_url, timeout=5) as client,
+    ):
         token = client.post(
             "/v1/oauth2/token",
             auth=("sandbox-client-id", "sandbox-client-secret"),
             data={"grant_type": "client_credentials", "scope": "external"},
         ).json()["access_token"]
         with client.stream(
-            "GET", "/v1/reseller/orders", params={"limit": 1}, headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
+            "GET",
+            "/v1/reseller/orders",
+            params={"limit": 1},
+            headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"},
         ) as response:
             chunks = list(response.iter_raw())
     assert response.status_code == 200

@@ -334,9 +334,7 @@ def observe(sandbox: RunningSandbox, calls: int) -> list[str]:
         for number in range(calls):
             try:
                 if number % 3 == 2:
-                    response = client.post(
-                        WRITES, headers=bearer(token), json={"key": f"w{number}", "value": number}
-                    )
+                    response = client.post(WRITES, headers=bearer(token), json={"key": f"w{number}", "value": number})
                 else:
                     response = client.get(ORDERS, headers=bearer(token), params={"limit": 2})
                 seen.append(f"{response.status_code} {response.headers.get('retry-after')}")
@@ -540,7 +538,18 @@ async def test_stats_report_faults_revocations_and_writes() -> None:
 
 # -- command line ----------------------------------------------------------------------------------
 def test_command_line_fault_flags() -> None:
-    flags = ("--fault-rate", "1", "--fault-kinds", "429", "--retry-after", "4", "--fault-seed", "9", "--token-fault-rate", "0")
+    flags = (
+        "--fault-rate",
+        "1",
+        "--fault-kinds",
+        "429",
+        "--retry-after",
+        "4",
+        "--fault-seed",
+        "9",
+        "--token-fault-rate",
+        "0",
+    )
     with sandbox_cli(*flags) as sandbox:
         assert "faults: rate 1.0 (429)" in sandbox.first_line and "seed 9" in sandbox.first_line
         with httpx.Client(base_url=sandbox.base_url) as client:

@@ -62,9 +62,7 @@ def test_large_dieline_streams_over_http() -> None:
             "height": "30",
         }
         headers = {"Authorization": f"Bearer {token}"}
-        with client.stream(
-            "GET", "/v1/reseller/dieline", params=params, headers=headers
-        ) as response:
+        with client.stream("GET", "/v1/reseller/dieline", params=params, headers=headers) as response:
             assert response.status_code == 200
             expected = int(response.headers["content-length"])
             chunks = [len(chunk) for chunk in response.iter_bytes()]

@@ -56,9 +56,7 @@ def test_parse_bracket_query_orders_indices_numerically() -> None:
         ([], {}),
     ],
 )
-def test_parse_bracket_query_edge_cases(
-    pairs: list[tuple[str, str]], expected: dict[str, object]
-) -> None:
+def test_parse_bracket_query_edge_cases(pairs: list[tuple[str, str]], expected: dict[str, object]) -> None:
     assert parse_bracket_query(pairs) == expected
 
 
@@ -118,9 +116,7 @@ def test_special_orders() -> None:
 
 def test_order_status_tolerates_float_steps() -> None:
     # 0.4 / 0.1 == 3.9999999999999996 in floating point; four steps must still close.
-    orders = list_orders(
-        order_count=1, elapsed_seconds=0.4, step_seconds=0.1, page=0, limit=1, descending=False
-    )
+    orders = list_orders(order_count=1, elapsed_seconds=0.4, step_seconds=0.1, page=0, limit=1, descending=False)
     assert orders[0]["status"] == "closed"
 
 
@@ -140,7 +136,7 @@ def test_every_state_is_documented_and_products_follow_orders() -> None:
     seen: set[str] = set()
     for number in range(1, 26):
         previous = -1
-        for tenth in range(0, 200):
+        for tenth in range(200):
             steps = tenth / 10
             status = order_status(number, steps)
             assert status in documented_orders
@@ -160,10 +156,7 @@ def test_every_state_is_documented_and_products_follow_orders() -> None:
 
 def test_orders_are_deterministic() -> None:
     assert build_order(5, 1.5) == build_order(5, 1.5)
-    assert (
-        build_order(5, 1.5)["total_amount_tax_excluded"]
-        != build_order(6, 1.5)["total_amount_tax_excluded"]
-    )
+    assert build_order(5, 1.5)["total_amount_tax_excluded"] != build_order(6, 1.5)["total_amount_tax_excluded"]
 
 
 # -- PDF, gzip, config -----------------------------------------------------------------------------

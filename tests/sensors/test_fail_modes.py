@@ -9,7 +9,8 @@ one outcome for all three.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
@@ -58,8 +59,12 @@ def trigger_event(answer) -> dict[str, Any]:
     condition = OrderCondition("order_status", ("closed",), ("canceled", "deleted"))
     common = {"order_id": "ORD-0001", "condition": condition.to_dict(), "deadline": deadline_after(60)}
     if answer is NOT_FOUND:
-        error = PacklyAPIError(http_status=404, method="GET", path="/v1/reseller/orders", code="NOT_FOUND", message="No such resource")
-        return make_event("error", str(error), order_status=None, product_statuses={}, error=error_to_payload(error), **common)
+        error = PacklyAPIError(
+            http_status=404, method="GET", path="/v1/reseller/orders", code="NOT_FOUND", message="No such resource"
+        )
+        return make_event(
+            "error", str(error), order_status=None, product_statuses={}, error=error_to_payload(error), **common
+        )
     result = condition.evaluate(order("ORD-0001", "canceled"))
     return make_event("failed", result.message, order_status="canceled", product_statuses={}, **common)
 
@@ -95,7 +100,9 @@ def test_generic_sensor_flags_mean_the_same_in_every_mode(fake, flag):
     fake.answers = [NOT_FOUND]
 
     def sensor(**kwargs: Any) -> PacklySensor:
-        return PacklySensor(task_id="g", endpoint="/v1/reseller/orders", poke_interval=0.01, timeout=0.2, **FLAGS[flag], **kwargs)
+        return PacklySensor(
+            task_id="g", endpoint="/v1/reseller/orders", poke_interval=0.01, timeout=0.2, **FLAGS[flag], **kwargs
+        )
 
     poke_mode = outcome(lambda: sensor().execute(context()))
     first_poke = outcome(lambda: sensor(deferrable=True).execute(context()))

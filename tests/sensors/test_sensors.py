@@ -106,7 +106,11 @@ def test_poke_waits_then_succeeds_with_plain_data(fake):
     assert sensor.poke(context()) is False
     result = sensor.poke(context())
     assert isinstance(result, PokeReturnValue) and result.is_done
-    assert result.xcom_value == {"order_id": "ORD-0001", "order_status": "closed", "product_statuses": {"ORD-0001-P1": "shipped"}}
+    assert result.xcom_value == {
+        "order_id": "ORD-0001",
+        "order_status": "closed",
+        "product_statuses": {"ORD-0001-P1": "shipped"},
+    }
 
 
 def test_poke_mode_execute_returns_the_result(fake):
@@ -177,7 +181,11 @@ def test_deferrable_sensor_pokes_once_then_defers_with_an_absolute_deadline(fake
     assert isinstance(trigger, PacklyOrderStatusTrigger)
     _, kwargs = trigger.serialize()
     assert kwargs["order_id"] == "ORD-0001" and kwargs["poll_interval"] == 2 and kwargs["page_size"] == 10
-    assert kwargs["condition"] == {"kind": "order_status", "target_statuses": ["closed"], "failure_statuses": ["canceled", "deleted"]}
+    assert kwargs["condition"] == {
+        "kind": "order_status",
+        "target_statuses": ["closed"],
+        "failure_statuses": ["canceled", "deleted"],
+    }
     assert before <= parse_deadline(kwargs["deadline"]) <= after
     assert deferred.timeout is not None and deferred.timeout > DEFER_TIMEOUT_GRACE
     assert len(fake.calls) == 1
@@ -268,7 +276,14 @@ def ready(response, params):
 
 
 def generic(**kwargs) -> PacklySensor:
-    settings = {"task_id": "g", "endpoint": "/v1/reseller/orders", "request_params": {"limit": 5}, "response_check": ready, "poke_interval": 1, "timeout": 60}
+    settings = {
+        "task_id": "g",
+        "endpoint": "/v1/reseller/orders",
+        "request_params": {"limit": 5},
+        "response_check": ready,
+        "poke_interval": 1,
+        "timeout": 60,
+    }
     settings.update(kwargs)
     return PacklySensor(**settings)
 
@@ -313,7 +328,9 @@ def test_generic_sensor_defers_and_honours_the_check_on_resume(fake):
 
 def test_generic_sensor_returns_poke_return_value(fake):
     fake.answers = [page(order("A", "closed"))]
-    sensor = generic(deferrable=True, response_check=lambda response: PokeReturnValue(True, {"n": len(response.json()["response"])}))
+    sensor = generic(
+        deferrable=True, response_check=lambda response: PokeReturnValue(True, {"n": len(response.json()["response"])})
+    )
     assert sensor.execute(context()) == {"n": 1}
 
 

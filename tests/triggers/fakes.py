@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -64,7 +65,11 @@ def _copy(response: httpx.Response) -> httpx.Response:
 def fake_connection(**overrides: Any) -> PacklyConnection:
     """Settings for the fake; the hook's own retries are off unless asked for, so that tests see
     how operators, sensors and triggers handle each answer themselves."""
-    settings: dict[str, Any] = {"client_id": "fake-client-id", "client_secret": SECRET, "base_url": "http://127.0.0.1:8089"}
+    settings: dict[str, Any] = {
+        "client_id": "fake-client-id",
+        "client_secret": SECRET,
+        "base_url": "http://127.0.0.1:8089",
+    }
     settings["retry_max_attempts"] = 1
     settings.update(overrides)
     return PacklyConnection(**settings)
@@ -73,7 +78,9 @@ def fake_connection(**overrides: Any) -> PacklyConnection:
 def envelope(status: int, code: str, message: str) -> httpx.Response:
     return httpx.Response(
         status,
-        content=json.dumps({"request": {}, "response": {"code": code, "message": message, "http_status_code": status}}).encode(),
+        content=json.dumps(
+            {"request": {}, "response": {"code": code, "message": message, "http_status_code": status}}
+        ).encode(),
         headers={"content-type": "application/json"},
     )
 

@@ -102,27 +102,40 @@ def context() -> dict:
 
 def generic(**kwargs) -> PacklySensor:
     return PacklySensor(
-        task_id="g", endpoint="/v1/reseller/orders", deferrable=True, poke_interval=30, timeout=600,
-        response_check=lambda response: bool(response.json()["response"]), **kwargs,
+        task_id="g",
+        endpoint="/v1/reseller/orders",
+        deferrable=True,
+        poke_interval=30,
+        timeout=600,
+        response_check=lambda response: bool(response.json()["response"]),
+        **kwargs,
     )
 
 
 def test_generic_sensor_pokes_once_more_on_a_timeout_event(fake):
     fake.answers = [page(order("A", "closed"))]
     sensor = generic()
-    assert sensor.resume_execution("execute_complete", {"event": make_event("timeout", "late", deadline=past())}, context()) is None
+    assert (
+        sensor.resume_execution(
+            "execute_complete", {"event": make_event("timeout", "late", deadline=past())}, context()
+        )
+        is None
+    )
     assert len(fake.calls) == 1
 
     fake.answers = [page()]
     with pytest.raises(AirflowSensorTimeout, match="did not pass the check"):
         generic().execute_complete(context(), event=make_event("timeout", "late", deadline=past()))
     with pytest.raises(AirflowSkipException):
-        generic(soft_fail=True).resume_execution("execute_complete", {"event": make_event("timeout", "late", deadline=past())}, context())
+        generic(soft_fail=True).resume_execution(
+            "execute_complete", {"event": make_event("timeout", "late", deadline=past())}, context()
+        )
 
 
 @pytest.mark.parametrize("sensor_class", ["order", "generic"])
 def test_a_deferral_airflow_timed_out_gets_one_last_poke(fake, sensor_class):
     """No triggerer answered before Airflow's own trigger timeout: poke once, then decide."""
+
     def sensor(**kwargs):
         if sensor_class == "generic":
             return generic(**kwargs)

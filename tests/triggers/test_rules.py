@@ -8,7 +8,13 @@ import pickle
 
 import pytest
 
-from airflow_provider_packly.exceptions import PacklyAPIError, PacklyAuthError, PacklyError, PacklyErrorItem, PacklyTransportError
+from airflow_provider_packly.exceptions import (
+    PacklyAPIError,
+    PacklyAuthError,
+    PacklyError,
+    PacklyErrorItem,
+    PacklyTransportError,
+)
 from airflow_provider_packly.resources import PacklyOrderNotFound, PacklyValidationError
 from airflow_provider_packly.triggers.rules import (
     EVENT_STATUSES,
@@ -70,7 +76,10 @@ def test_condition_round_trips_as_plain_data():
     [
         ({"kind": "order_status", "target_statuses": ("shipped",)}, "unknown status"),
         ({"kind": "order_status", "target_statuses": ()}, "at least one"),
-        ({"kind": "order_status", "target_statuses": ("closed",), "failure_statuses": ("closed",)}, "both a target and a failure"),
+        (
+            {"kind": "order_status", "target_statuses": ("closed",), "failure_statuses": ("closed",)},
+            "both a target and a failure",
+        ),
         ({"kind": "order_status", "target_statuses": None}, "list of statuses"),
         ({"kind": "whatever", "target_statuses": ("closed",)}, "kind must be"),
     ],
@@ -168,8 +177,15 @@ def test_make_event_refuses_unknown_status():
 
 @pytest.mark.parametrize(
     ("value", "templated"),
-    [("{{ params.x }}", True), ("{% if x %}1{% endif %}", True), ("plain", False), (12, False),
-     ([{"width": "{{ params.w }}"}], True), ({"a": [1, 2]}, False), (None, False)],
+    [
+        ("{{ params.x }}", True),
+        ("{% if x %}1{% endif %}", True),
+        ("plain", False),
+        (12, False),
+        ([{"width": "{{ params.w }}"}], True),
+        ({"a": [1, 2]}, False),
+        (None, False),
+    ],
 )
 def test_is_templated(value, templated):
     assert is_templated(value) is templated

@@ -21,8 +21,11 @@ async def test_a_stuck_poll_ends_at_the_trigger_deadline_with_a_timeout_event(mo
     the event comes at the trigger's deadline, not the call's."""
     with loopback_server(token_then(endless())) as server:
         settings = PacklyConnection(
-            client_id="trigger-client", client_secret="trigger-secret-Q1", base_url=server.base_url,
-            timeout=30, request_deadline_seconds=60,
+            client_id="trigger-client",
+            client_secret="trigger-secret-Q1",
+            base_url=server.base_url,
+            timeout=30,
+            request_deadline_seconds=60,
         )
         mocker.patch.object(PacklyOrderStatusTrigger, "_make_hook", lambda self: PacklyHook(connection=settings))
         trigger = PacklyOrderStatusTrigger(

@@ -146,7 +146,9 @@ async def test_transport_errors_are_polled_through(mocker):
 
 @pytest.mark.anyio
 async def test_only_get_requests_reach_packly(mocker):
-    fake = FakePackly(page(order("ORD-0001", "paid")), page(order("ORD-0001", "in_processing")), page(order("ORD-0001", "closed")))
+    fake = FakePackly(
+        page(order("ORD-0001", "paid")), page(order("ORD-0001", "in_processing")), page(order("ORD-0001", "closed"))
+    )
     use_fake(mocker, fake)
     await collect(order_trigger())
     assert fake.api_methods == {"GET"}
@@ -208,7 +210,9 @@ async def test_hook_is_closed_after_the_event(mocker):
 async def test_wait_trigger_wakes_and_echoes_its_deadline():
     deadline = deadline_after(60)
     events = await collect(PacklyWaitTrigger.after(0.01, deadline=deadline))
-    assert events == [{"status": "success", "message": "Time to poke again.", "deadline": parse_deadline(deadline).isoformat()}]
+    assert events == [
+        {"status": "success", "message": "Time to poke again.", "deadline": parse_deadline(deadline).isoformat()}
+    ]
 
 
 @pytest.mark.anyio
@@ -255,7 +259,9 @@ def sandbox_conn(sandbox, monkeypatch):
 )
 async def test_trigger_against_the_sandbox(sandbox, sandbox_conn, order_id, condition, status, last):
     before = sandbox.state.api_requests["/v1/reseller/orders"]
-    trigger = recreate(order_trigger(order_id=order_id, condition=condition, packly_conn_id=sandbox_conn, poll_interval=0.1))
+    trigger = recreate(
+        order_trigger(order_id=order_id, condition=condition, packly_conn_id=sandbox_conn, poll_interval=0.1)
+    )
     events = await collect(trigger)
     assert len(events) == 1
     assert events[0]["status"] == status
