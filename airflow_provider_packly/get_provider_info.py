@@ -2,20 +2,43 @@
 
 The ``packly`` connection form is declared here (``conn-fields``, rendered by Airflow 3.2+);
 the hook defines no form methods. Keep this importable without importing Airflow or httpx:
-every ``airflow`` command reads it.
+every ``airflow`` command reads it. The form's defaults are the connection's own
+(``core.settings``, which imports neither): written once, shown here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_packly.core.settings import (
+    DEFAULT_ENVIRONMENT,
+    DEFAULT_EXPIRES_IN,
+    DEFAULT_REQUEST_DEADLINE,
+    DEFAULT_RETRY_AFTER_MAX_SECONDS,
+    DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
+    DEFAULT_RETRY_BACKOFF_SECONDS,
+    DEFAULT_RETRY_MAX_ATTEMPTS,
+    DEFAULT_RETRY_MAX_SECONDS,
+    DEFAULT_SCOPE,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TOKEN_REFRESH_MARGIN,
+    DEFAULT_VERIFY_TLS,
+    ENVIRONMENTS,
+    LIVE_BASE_URL,
+)
+
 _OPTIONAL_NUMBER = ["number", "null"]
+
+
+def _shown(number: float) -> float:
+    """A default as the form shows it: ``30``, not ``30.0``."""
+    return int(number) if float(number).is_integer() else number
 
 
 def _seconds_field(label: str, description: str, default: float | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": _OPTIONAL_NUMBER, "minimum": 0}
     if default is not None:
-        schema["default"] = default
+        schema["default"] = _shown(default)
     return {"label": label, "description": description, "schema": schema}
 
 
@@ -57,7 +80,7 @@ def get_provider_info() -> dict[str, Any]:
                     "placeholders": {
                         "login": "client ID issued by Packly for this environment",
                         "password": "client secret issued by Packly for this environment",
-                        "host": "https://api.packly.io (live); required for sandbox",
+                        "host": f"{LIVE_BASE_URL} (live); required for sandbox",
                     },
                 },
                 "conn-fields": {
@@ -65,20 +88,24 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Environment",
                         "description": (
                             "Packly environment the credentials belong to. 'live' defaults the Base URL to "
-                            "https://api.packly.io; Packly does not document a sandbox host, so 'sandbox' "
+                            f"{LIVE_BASE_URL}; Packly does not document a sandbox host, so 'sandbox' "
                             "needs the Base URL set."
                         ),
-                        "schema": {"type": ["string", "null"], "enum": ["sandbox", "live"], "default": "sandbox"},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": list(ENVIRONMENTS),
+                            "default": DEFAULT_ENVIRONMENT,
+                        },
                     },
                     "scope": {
                         "label": "Scope",
-                        "description": "OAuth2 scope requested with each token; Packly allows only 'external'.",
-                        "schema": {"type": ["string", "null"], "default": "external"},
+                        "description": f"OAuth2 scope requested with each token; Packly allows only {DEFAULT_SCOPE!r}.",
+                        "schema": {"type": ["string", "null"], "default": DEFAULT_SCOPE},
                     },
                     "timeout": {
                         "label": "Timeout (seconds)",
                         "description": "Longest wait to connect, send, read or get a pooled connection, per call.",
-                        "schema": {"type": _OPTIONAL_NUMBER, "default": 30, "minimum": 0.1},
+                        "schema": {"type": _OPTIONAL_NUMBER, "default": _shown(DEFAULT_TIMEOUT), "minimum": 0.1},
                     },
                     "refresh_margin_seconds": {
                         "label": "Token refresh margin (seconds)",
@@ -86,7 +113,11 @@ def get_provider_info() -> dict[str, Any]:
                             "Fetch a new access token this long before the current one expires (at most half "
                             "its lifetime)."
                         ),
-                        "schema": {"type": _OPTIONAL_NUMBER, "default": 60, "minimum": 0},
+                        "schema": {
+                            "type": _OPTIONAL_NUMBER,
+                            "default": _shown(DEFAULT_TOKEN_REFRESH_MARGIN),
+                            "minimum": 0,
+                        },
                     },
                     "connect_timeout": _seconds_field(
                         "Connect timeout (seconds)", "Longest wait to open a connection; empty means Timeout."
@@ -107,31 +138,33 @@ def get_provider_info() -> dict[str, Any]:
                             "Sends at most per call, the first included; 1 turns retries off. Connection failures, "
                             "429 and 502/503/504 are retried; a POST only when Packly provably did not process it."
                         ),
-                        "schema": {"type": ["integer", "null"], "default": 5, "minimum": 1},
+                        "schema": {"type": ["integer", "null"], "default": DEFAULT_RETRY_MAX_ATTEMPTS, "minimum": 1},
                     },
                     "retry_max_seconds": _seconds_field(
                         "Retry time budget (seconds)",
                         "No retry starts if its wait would end later than this after the first send.",
-                        default=60,
+                        default=DEFAULT_RETRY_MAX_SECONDS,
                     ),
                     "retry_backoff_seconds": _seconds_field(
                         "First retry wait (seconds)",
                         "Ceiling of the first backoff; it doubles per attempt, with full jitter.",
-                        default=0.5,
+                        default=DEFAULT_RETRY_BACKOFF_SECONDS,
                     ),
                     "retry_backoff_max_seconds": _seconds_field(
-                        "Longest retry wait (seconds)", "The backoff ceiling never grows past this.", default=15
+                        "Longest retry wait (seconds)",
+                        "The backoff ceiling never grows past this.",
+                        default=DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
                     ),
                     "retry_after_max_seconds": _seconds_field(
                         "Longest Retry-After honoured (seconds)",
                         "A longer Retry-After from Packly is cut to this. Packly documents no rate limits.",
-                        default=60,
+                        default=DEFAULT_RETRY_AFTER_MAX_SECONDS,
                     ),
                     "request_deadline_seconds": _seconds_field(
                         "Deadline per call (seconds)",
                         "Longest one call may take in all: retries, waits and reading the whole answer, token "
                         "requests included. Empty means the retry time budget plus each timeout above once "
-                        "(180 with the defaults).",
+                        f"({_shown(DEFAULT_REQUEST_DEADLINE)} with the defaults).",
                     ),
                     "verify_tls": {
                         "label": "Verify TLS certificates",
@@ -139,7 +172,7 @@ def get_provider_info() -> dict[str, Any]:
                             "Check Packly's TLS certificate (on by default). Turning it off is refused for "
                             "'live' and logs a warning: anyone on the network path could read the secret."
                         ),
-                        "schema": {"type": ["boolean", "null"], "default": True},
+                        "schema": {"type": ["boolean", "null"], "default": DEFAULT_VERIFY_TLS},
                     },
                     "ca_bundle_path": {
                         "label": "CA bundle path",
@@ -177,7 +210,7 @@ def get_provider_info() -> dict[str, Any]:
                             "Lifetime assumed when a token response has no expires_in. Packly documents the "
                             "field but no default; a 401 also forces a refresh."
                         ),
-                        "schema": {"type": _OPTIONAL_NUMBER, "default": 300, "minimum": 1},
+                        "schema": {"type": _OPTIONAL_NUMBER, "default": DEFAULT_EXPIRES_IN, "minimum": 1},
                     },
                 },
             }

@@ -9,7 +9,7 @@ import pickle
 import httpx
 import pytest
 
-from airflow_provider_packly import exceptions
+from airflow_provider_packly.core import errors as exceptions  # where every error class is defined
 from airflow_provider_packly.exceptions import (
     PacklyAPIError,
     PacklyAuthError,

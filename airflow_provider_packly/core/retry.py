@@ -1,0 +1,188 @@
+"""When a Packly call may be retried, and how long to wait: the pure decision.
+
+``RetryRules.reason`` says whether one outcome of a request (a response or a transport
+failure) may be retried and why; ``RetryRules.wait_seconds`` how long to wait first
+(``Retry-After`` when Packly sends it, else exponential backoff with full jitter). Nothing
+here sends or sleeps: ``airflow_provider_packly.retries.RetryPolicy`` adds the one loop
+(sync and async) that drives this decision.
+
+The rule that keeps writes safe: a request that is not idempotent (POST, PATCH) is resent
+only when it provably did not reach Packly (the connection was never made) or Packly said it
+did not process it (429, or 503 with ``Retry-After``). Every other failure of a write is
+surfaced, because resending could apply it twice. Idempotent requests (GET, HEAD, PUT,
+DELETE, OPTIONS) are also retried on any transport failure and on 502, 503 and 504. The token
+request is treated as idempotent: a second token is harmless.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from airflow_provider_packly.core.errors import PacklyIncompleteBodyError, is_permanent_tls_failure
+from airflow_provider_packly.core.settings import (
+    DEFAULT_RETRY_AFTER_MAX_SECONDS,
+    DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
+    DEFAULT_RETRY_BACKOFF_SECONDS,
+    DEFAULT_RETRY_MAX_ATTEMPTS,
+    DEFAULT_RETRY_MAX_SECONDS,
+    check_retry_settings,
+)
+
+__all__ = [
+    "ATTEMPTS_EXTENSION",
+    "IDEMPOTENT_EXTENSION",
+    "IDEMPOTENT_METHODS",
+    "NOT_RESENT_EXTENSION",
+    "NOT_SENT_ERRORS",
+    "RETRYABLE_STATUSES",
+    "SINGLE_ATTEMPT_EXTENSION",
+    "TRANSPORT_FAILURES",
+    "RetryRules",
+    "attempts_made",
+    "is_idempotent",
+    "may_have_been_applied",
+    "parse_retry_after",
+]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+#: Failures after which the request was provably never sent.
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: Failures of a request that may have reached Packly, retried only when it is idempotent. A
+#: body cut short (``PacklyIncompleteBodyError``, found once it is read) counts as one.
+TRANSPORT_FAILURES = (httpx.TransportError, PacklyIncompleteBodyError)
+#: Set on a request (``request.extensions``) to retry a POST as if it were idempotent.
+IDEMPOTENT_EXTENSION = "packly_idempotent"
+#: Set by the policy on a request it did not resend because it may have reached Packly and is
+#: not idempotent (a POST whose connection failed once it was sent): ``transport_error`` then
+#: says the write may have been applied, instead of blaming reachability.
+NOT_RESENT_EXTENSION = "packly_not_resent"
+#: Set on a request to send it once whatever happens (an early token refresh: the valid token
+#: is used meanwhile and the refresh is tried again later, so retrying now only adds waiting).
+SINGLE_ATTEMPT_EXTENSION = "packly_single_attempt"
+#: Set by the retry loop on a request to how many times it was sent (``attempts_made`` reads it).
+ATTEMPTS_EXTENSION = "packly_attempts"
+
+_jitter = random.Random()
+if hasattr(os, "register_at_fork"):  # forked workers must not all draw the same "random" waits
+    os.register_at_fork(after_in_child=_jitter.seed)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110).
+
+    Delta-seconds are ASCII digits only (``'²'.isdigit()`` is true in Python); anything that
+    is neither is ignored (``None``), as RFC 9110 lets a client do.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)  # inf for an absurd number of digits: cut to retry_after_max
+    if not value.isascii():
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def attempts_made(request_or_response: httpx.Request | httpx.Response) -> int:
+    """How many times a request was sent (1 when it was never retried, or is unknown)."""
+    if isinstance(request_or_response, httpx.Response):
+        try:
+            request_or_response = request_or_response.request
+        except RuntimeError:  # a response built without a request (tests)
+            return 1
+    return int(request_or_response.extensions.get(ATTEMPTS_EXTENSION, 1))
+
+
+def is_idempotent(request: httpx.Request) -> bool:
+    """Whether sending ``request`` twice does no more than sending it once."""
+    return request.method in IDEMPOTENT_METHODS or bool(request.extensions.get(IDEMPOTENT_EXTENSION))
+
+
+def may_have_been_applied(request: httpx.Request, failure: BaseException) -> bool:
+    """A write that failed once it may have reached Packly: never resent, and said so."""
+    return (
+        isinstance(failure, TRANSPORT_FAILURES)
+        and not isinstance(failure, NOT_SENT_ERRORS)
+        and not is_idempotent(request)
+    )
+
+
+@dataclass(frozen=True)
+class RetryRules:
+    """Bounded by attempts and by total time; exponential backoff with full jitter.
+
+    The settings and the decision; ``retries.RetryPolicy`` adds the loop. The defaults are the
+    connection's (``core.settings``), and the settings are checked by the same rule as a
+    connection's (``check_retry_settings``).
+
+    :param max_attempts: sends at most, the first included (1 disables retries).
+    :param max_seconds: no retry starts if its wait would end past this many seconds after
+        the first send started.
+    :param backoff: the first wait's ceiling; it doubles per attempt (full jitter: uniform 0..ceiling).
+    :param backoff_max: the ceiling's ceiling.
+    :param retry_after_max: a ``Retry-After`` longer than this is cut to it.
+    """
+
+    max_attempts: int = DEFAULT_RETRY_MAX_ATTEMPTS
+    max_seconds: float = DEFAULT_RETRY_MAX_SECONDS
+    backoff: float = DEFAULT_RETRY_BACKOFF_SECONDS
+    backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX_SECONDS
+    retry_after_max: float = DEFAULT_RETRY_AFTER_MAX_SECONDS
+
+    def __post_init__(self) -> None:
+        check_retry_settings(
+            "The Packly retry policy",
+            attempts=("max_attempts", self.max_attempts),
+            seconds=[
+                (name, getattr(self, name)) for name in ("max_seconds", "backoff", "backoff_max", "retry_after_max")
+            ],
+        )
+
+    # -- the pure decisions --------------------------------------------------------------------
+
+    def reason(self, request: httpx.Request, outcome: httpx.Response | BaseException) -> str | None:
+        """Why this outcome of ``request`` may be retried, or ``None`` if it must not be."""
+        if request.extensions.get(SINGLE_ATTEMPT_EXTENSION):
+            return None
+        idempotent = is_idempotent(request)
+        if isinstance(outcome, BaseException):
+            if is_permanent_tls_failure(outcome):
+                return None  # an untrusted certificate or a refused handshake stays so
+            if isinstance(outcome, httpx.LocalProtocolError):
+                return None  # this client built a request HTTP cannot carry: resending cannot help
+            if isinstance(outcome, NOT_SENT_ERRORS):
+                return f"{type(outcome).__name__} (the request was not sent)"
+            if isinstance(outcome, TRANSPORT_FAILURES) and idempotent:
+                return type(outcome).__name__
+            return None
+        status = outcome.status_code
+        if status == 429:
+            return "HTTP 429 (rate limited)"
+        if status in RETRYABLE_STATUSES:
+            if idempotent:
+                return f"HTTP {status}"
+            if status == 503 and "retry-after" in outcome.headers:
+                return "HTTP 503 with Retry-After (not processed)"
+        return None
+
+    def wait_seconds(self, attempt_number: int, outcome: httpx.Response | BaseException | None) -> float:
+        """The wait before send number ``attempt_number + 1``: ``Retry-After`` if given, else backoff."""
+        if isinstance(outcome, httpx.Response):
+            retry_after = parse_retry_after(outcome.headers.get("retry-after"))
+            if retry_after is not None:
+                return min(retry_after, self.retry_after_max)
+        ceiling = min(self.backoff_max, self.backoff * 2 ** (attempt_number - 1))
+        return _jitter.uniform(0, ceiling)
