@@ -16,40 +16,19 @@ from dataclasses import dataclass, field
 import anyio
 import httpx
 
+from airflow_provider_packly.core import retry
+from airflow_provider_packly.core.retry import *
 from airflow_provider_packly.core.retry import (
     ATTEMPTS_EXTENSION,
-    IDEMPOTENT_EXTENSION,
-    IDEMPOTENT_METHODS,
     NOT_RESENT_EXTENSION,
-    NOT_SENT_ERRORS,
-    RETRYABLE_STATUSES,
-    SINGLE_ATTEMPT_EXTENSION,
     TRANSPORT_FAILURES,
     RetryRules,
-    _jitter,
-    attempts_made,
-    is_idempotent,
-    may_have_been_applied,
-    parse_retry_after,
+    _jitter,  # noqa: F401 (tests reseed it through this module)
 )
 from airflow_provider_packly.limits import DEADLINE_EXTENSION
 
-__all__ = [
-    "IDEMPOTENT_EXTENSION",
-    "IDEMPOTENT_METHODS",
-    "NOT_RESENT_EXTENSION",
-    "NOT_SENT_ERRORS",
-    "RETRYABLE_STATUSES",
-    "SINGLE_ATTEMPT_EXTENSION",
-    "TRANSPORT_FAILURES",
-    "RetryPolicy",
-    "RetryRules",
-    "_jitter",
-    "attempts_made",
-    "is_idempotent",
-    "may_have_been_applied",
-    "parse_retry_after",
-]
+__all__ = ["RetryPolicy"]
+__all__ += retry.__all__
 
 log = logging.getLogger(__name__)
 

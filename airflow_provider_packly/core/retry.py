@@ -21,6 +21,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -31,8 +32,13 @@ from airflow_provider_packly.core.settings import (
     DEFAULT_RETRY_BACKOFF_SECONDS,
     DEFAULT_RETRY_MAX_ATTEMPTS,
     DEFAULT_RETRY_MAX_SECONDS,
+    RETRY_SETTINGS,
+    PacklyConnection,
     check_retry_settings,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python 3.11+
 
 __all__ = [
     "ATTEMPTS_EXTENSION",
@@ -143,13 +149,12 @@ class RetryRules:
     retry_after_max: float = DEFAULT_RETRY_AFTER_MAX_SECONDS
 
     def __post_init__(self) -> None:
-        check_retry_settings(
-            "The Packly retry policy",
-            attempts=("max_attempts", self.max_attempts),
-            seconds=[
-                (name, getattr(self, name)) for name in ("max_seconds", "backoff", "backoff_max", "retry_after_max")
-            ],
-        )
+        check_retry_settings("The Packly retry policy", {name: getattr(self, name) for name in RETRY_SETTINGS})
+
+    @classmethod
+    def for_connection(cls, connection: PacklyConnection) -> Self:
+        """The policy a connection's retry settings describe (``PacklyConnection.retry_settings``)."""
+        return cls(**connection.retry_settings())
 
     # -- the pure decisions --------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import ipaddress
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -42,6 +42,7 @@ __all__ = [
     "LIVE_BASE_URL",
     "MAX_SETTING",
     "PHASES",
+    "RETRY_SETTINGS",
     "TOKEN_PATH",
     "PacklyConnection",
     "TlsSettings",
@@ -72,6 +73,14 @@ DEFAULT_RETRY_AFTER_MAX_SECONDS = 60.0
 #: Check Packly's TLS certificate unless the connection turns it off (refused for live).
 DEFAULT_VERIFY_TLS = True
 
+#: The retry settings: each ``RetryPolicy`` field and the connection field (and extra) that sets it.
+RETRY_SETTINGS = {
+    "max_attempts": "retry_max_attempts",
+    "max_seconds": "retry_max_seconds",
+    "backoff": "retry_backoff_seconds",
+    "backoff_max": "retry_backoff_max_seconds",
+    "retry_after_max": "retry_after_max_seconds",
+}
 #: The phases httpx times separately; each has a ``<phase>_timeout`` setting (unset: ``timeout``).
 PHASES = ("connect", "read", "write", "pool")
 #: ``request_deadline()`` with every default: the retry budget plus each phase's timeout once.
@@ -168,24 +177,16 @@ class PacklyConnection:
         for name in (f"{phase}_timeout" for phase in PHASES):
             if getattr(self, name) is not None:
                 _check_positive(getattr(self, name), name, where)
-        check_retry_settings(
-            where,
-            attempts=("retry_max_attempts", self.retry_max_attempts),
-            seconds=[
-                (name, getattr(self, name))
-                for name in (
-                    "retry_max_seconds",
-                    "retry_backoff_seconds",
-                    "retry_backoff_max_seconds",
-                    "retry_after_max_seconds",
-                )
-            ],
-        )
+        check_retry_settings(where, self.retry_settings(), shown=RETRY_SETTINGS)
         if self.request_deadline_seconds is not None:
             _check_positive(self.request_deadline_seconds, "request_deadline_seconds", where)
         _check_tls(self.tls, self.environment, where)
         if self.proxy_url is not None:
             _check_proxy_url(self.proxy_url, where)
+
+    def retry_settings(self) -> dict[str, Any]:
+        """This connection's retry settings, named as ``RetryPolicy``'s fields (``RETRY_SETTINGS``)."""
+        return {policy_name: getattr(self, name) for policy_name, name in RETRY_SETTINGS.items()}
 
     @property
     def where(self) -> str:
@@ -325,21 +326,22 @@ def _where(conn_id: str | None) -> str:
     return f"Packly connection {conn_id!r}" if conn_id else "The Packly connection"
 
 
-def check_retry_settings(where: str, *, attempts: tuple[str, Any], seconds: Iterable[tuple[str, Any]]) -> None:
+def check_retry_settings(where: str, values: Mapping[str, Any], *, shown: Mapping[str, str] | None = None) -> None:
     """The one check of the retry settings, for a connection's and for a ``RetryPolicy``'s.
 
-    ``attempts`` is (name as the message shows it, value) of the most sends per call: a whole
-    number, 1 or more. ``seconds`` are the (name, value) of the time settings (budget, backoff,
-    its ceiling, the longest ``Retry-After``): 0 or more, finite. NaN, which passes every
-    ``<`` comparison, is refused too.
+    ``values`` are the settings by ``RetryPolicy``'s field names (``RETRY_SETTINGS``' keys);
+    ``shown`` the names messages use instead (a connection's: ``retry_max_attempts``...).
+    ``max_attempts`` is a whole number, 1 or more; the others are seconds, 0 or more and
+    finite (NaN, which passes every ``<`` comparison, is refused too).
     """
-    name, value = attempts
-    if not _is_number(value) or not value >= 1 or value != int(value):
-        raise PacklyConnectionConfigError(
-            f"{where} has {name} {_shown(value)}; give a whole number, 1 or more (1 turns retries off)."
-        )
-    for name, value in seconds:
-        if not _is_number(value) or not 0 <= value <= MAX_SETTING:
+    for key, value in values.items():
+        name = (shown or {}).get(key, key)
+        if key == "max_attempts":
+            if not _is_number(value) or not value >= 1 or value != int(value):
+                raise PacklyConnectionConfigError(
+                    f"{where} has {name} {_shown(value)}; give a whole number, 1 or more (1 turns retries off)."
+                )
+        elif not _is_number(value) or not 0 <= value <= MAX_SETTING:
             raise PacklyConnectionConfigError(
                 f"{where} has {name} {_shown(value)}; use 0 or more seconds, at most {MAX_SETTING:,}."
             )

@@ -18,6 +18,7 @@ from airflow_provider_packly.core.api import (
     find_order,
 )
 from airflow_provider_packly.core.errors import PacklyError, PacklyValidationError
+from airflow_provider_packly.core.waiting import ORDER_STATUSES, PRODUCT_STATUSES
 
 from .purity import modules_loaded_by
 
@@ -94,5 +95,4 @@ def test_the_resources_module_is_a_shim_of_the_same_objects():
     for name in resources.__all__:
         if hasattr(api, name):
             assert getattr(resources, name) is getattr(api, name), name
-    assert resources.ORDER_STATUSES == ("waiting_execute_payment", "pending_payment", "paid", "in_processing",
-                                        "closed", "canceled", "deleted")  # fmt: skip
+    assert resources.ORDER_STATUSES is ORDER_STATUSES and resources.PRODUCT_STATUSES is PRODUCT_STATUSES

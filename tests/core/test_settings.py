@@ -135,6 +135,32 @@ def test_a_connection_names_its_own_retry_setting(changes, message):
         PacklyConnection(**LIVE, conn_id="packly_x", **changes)
 
 
+def test_a_connections_retry_settings_make_its_policy():
+    """One mapping (``RETRY_SETTINGS``) from the connection's names to the policy's; the hook's
+    ``retry_policy_for`` builds the same policy field by field."""
+    from airflow_provider_packly.hooks.packly import retry_policy_for
+
+    connection = PacklyConnection(
+        **LIVE,
+        retry_max_attempts=3,
+        retry_max_seconds=20,
+        retry_backoff_seconds=0.25,
+        retry_backoff_max_seconds=4,
+        retry_after_max_seconds=30,
+    )
+    assert connection.retry_settings() == {
+        "max_attempts": 3,
+        "max_seconds": 20,
+        "backoff": 0.25,
+        "backoff_max": 4,
+        "retry_after_max": 30,
+    }
+    policy = RetryPolicy.for_connection(connection)
+    assert type(policy) is RetryPolicy and type(RetryRules.for_connection(connection)) is RetryRules
+    assert policy == retry_policy_for(connection)
+    assert set(settings.RETRY_SETTINGS) == {f.name for f in dataclasses.fields(RetryRules)}
+
+
 def test_the_connection_module_is_a_shim_of_the_same_objects():
     for name in connection_shim.__all__:
         assert getattr(connection_shim, name) is getattr(settings, name), name
