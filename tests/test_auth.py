@@ -24,6 +24,7 @@ from airflow_provider_packly.auth import (
 from airflow_provider_packly.exceptions import PacklyAuthError
 
 from .conftest import CLIENT_ID, CLIENT_SECRET
+from .fakes import FakeClock
 
 OPAQUE = "AAAA%2FAAA%3DAAAAAAAA"
 
@@ -153,14 +154,6 @@ def test_access_token_repr_is_redacted():
 
 
 # -- the cache ------------------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class TokenServer:

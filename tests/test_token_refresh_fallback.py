@@ -20,7 +20,8 @@ from airflow_provider_packly.exceptions import PacklyAuthError
 from airflow_provider_packly.retries import RetryPolicy
 
 from .conftest import CLIENT_SECRET
-from .test_auth import FakeClock, TokenServer
+from .fakes import FakeClock
+from .test_auth import TokenServer
 
 LIFETIME = 1000  # seconds; with a 60 s margin the refresh is due at 940 s
 

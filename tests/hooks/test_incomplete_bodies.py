@@ -18,8 +18,8 @@ from airflow_provider_packly.exceptions import PacklyError, PacklyTransportError
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.operators.packly import PacklyDielineOperator
 
+from ..fakes import FakePackly, sandbox_connection_json
 from ..loopback import gzip_answer, loopback_server, token_answer, token_then
-from ..triggers.fakes import FakePackly, sandbox_connection_json
 
 TOKEN = "raw-token-AAAA%2FAAA%3D"
 #: A dieline-sized PDF (about 260 KB) that does not compress to nothing.

@@ -14,7 +14,7 @@ from airflow_provider_packly.sandbox import SandboxConfig, run_sandbox
 from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger, PacklyWaitTrigger
 from airflow_provider_packly.triggers.rules import OrderCondition, deadline_after, error_from_payload, parse_deadline
 
-from .fakes import SECRET, TOKEN, FakePackly, envelope, order, page, sandbox_connection_json
+from ..fakes import SECRET, TOKEN, FakePackly, envelope, order, page, sandbox_connection_json
 
 CLOSED = OrderCondition("order_status", ("closed",), ("canceled", "deleted")).to_dict()
 SHIPPED = OrderCondition("products_status", ("shipped",), ("canceled", "deleted")).to_dict()
@@ -283,7 +283,7 @@ async def test_unknown_order_in_the_sandbox_is_an_error(sandbox, sandbox_conn):
 async def test_polls_in_flight_are_bounded_per_event_loop(mocker):
     import asyncio
 
-    from .fakes import TOKEN_PATH, fake_connection
+    from ..fakes import TOKEN_PATH, fake_connection
 
     in_flight = 0
     most = 0
