@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--output-dir DIR] [--json PATH]``: run the whole suite.
+"""``python -m benchmarks [--quick | --tiny] [--output-dir DIR] [--json PATH]``: run the whole suite.
 
 Prints the ratio tables and the goals, and writes ``benchmarks.md`` and its plots into the
 output directory (``docs/`` of this repository by default).
@@ -88,6 +88,29 @@ QUICK = Settings(
     breakdown_number=500,
     masker_sizes=[1, 10],
 )
+#: The smallest run that still takes every benchmark through every step and prints every ratio:
+#: what the test suite's smoke test runs (``--tiny``). Its numbers mean nothing at all.
+TINY = Settings(
+    inproc_calls=10,
+    loop_calls=10,
+    rounds=1,
+    concurrency=5,
+    sweep_levels=[1, 5],
+    sweep_calls=5,
+    sweep_rounds=1,
+    coroutines=5,
+    threads=3,
+    waiters=5,
+    stall_rounds=1,
+    triggers=5,
+    trigger_window=1.0,
+    trigger_poll_interval=0.5,
+    token_lifetime=10,
+    token_refresh_margin=1.0,
+    import_runs=1,
+    breakdown_number=10,
+    masker_sizes=[1, 10],
+)
 
 PACKAGES = (
     "airflow-provider-packly",
@@ -109,7 +132,13 @@ PACKAGES = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run in seconds; numbers not meaningful")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a smoke run in seconds; numbers not meaningful")
+    size.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the smallest run through every benchmark (the test suite's smoke test); numbers meaningless",
+    )
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -247,7 +276,8 @@ def step(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     raw_argv = sys.argv[1:] if argv is None else argv
     args = parse_args(raw_argv)
-    settings = QUICK if args.quick else FULL
+    quick = args.quick or args.tiny
+    settings = TINY if args.tiny else QUICK if args.quick else FULL
     started = time.perf_counter()
 
     # Airflow reads AIRFLOW_HOME at import: never touch the user's own.
@@ -255,14 +285,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["AIRFLOW_HOME"] = airflow_home
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     try:
-        results = run(settings, args.quick)
+        results = run(settings, quick)
     finally:
         shutil.rmtree(airflow_home, ignore_errors=True)
 
     from benchmarks import report
     from benchmarks._common import write_json
 
-    mode = "quick" if args.quick else "full"
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     results["machine"] = machine_facts(raw_argv, mode, time.perf_counter() - started)
     results["mode"] = mode
     results["goals"] = goals(results)

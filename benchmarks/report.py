@@ -83,7 +83,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "and [min-max] of per-round ratios, because the machine is small and shared: absolute times "
         "are indicative only. Servers run in their own processes (their own GIL) on loopback."
     )
-    if results["mode"] == "quick":
+    if results["mode"] in ("quick", "tiny"):
         add("")
         add("**Quick mode**: a smoke run with a few calls per case; these numbers are not meaningful.")
     add("")
