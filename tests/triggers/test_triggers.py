@@ -287,14 +287,21 @@ async def test_polls_in_flight_are_bounded_per_event_loop(mocker):
 
     in_flight = 0
     most = 0
+    bound_reached = asyncio.Event()
 
-    async def slow_packly(request: httpx.Request) -> httpx.Response:
+    async def held_packly(request: httpx.Request) -> httpx.Response:
+        # Each poll is held until two are in flight at once (the bound), then for some loop
+        # turns (not time) in which a poll over the bound would arrive and be counted.
         nonlocal in_flight, most
         if request.url.path == TOKEN_PATH:
             return httpx.Response(200, json={"token_type": "bearer", "access_token": "t", "expires_in": 3600})
         in_flight += 1
         most = max(most, in_flight)
-        await asyncio.sleep(0.02)
+        if in_flight == 2:
+            bound_reached.set()
+        await asyncio.wait_for(bound_reached.wait(), timeout=30)
+        for _ in range(50):
+            await asyncio.sleep(0)
         in_flight -= 1
         return page(order("ORD-0001", "closed"))
 
@@ -303,7 +310,7 @@ async def test_polls_in_flight_are_bounded_per_event_loop(mocker):
     mocker.patch.object(
         PacklyOrderStatusTrigger,
         "_make_hook",
-        lambda self: PacklyHook(connection=fake_connection(), async_transport=httpx.MockTransport(slow_packly)),
+        lambda self: PacklyHook(connection=fake_connection(), async_transport=httpx.MockTransport(held_packly)),
     )
     mocker.patch.object(PacklyOrderStatusTrigger, "max_polls_in_flight", 2)
     results = await asyncio.gather(*(collect(order_trigger()) for _ in range(6)))
