@@ -167,7 +167,8 @@ def test_test_connection_reports_environment_and_expiry(make_connection):
     ok, message = hook_for(FakePackly(), make_connection()).test_connection()
     assert ok
     assert message.startswith(
-        "Packly sandbox environment at http://127.0.0.1:8089 issued an access token to client ID 'test-client-id', valid until 20"
+        "Packly sandbox environment at http://127.0.0.1:8089 issued an access token to client ID 'test-client-id',"
+        " valid until 20"
     )
 
 
