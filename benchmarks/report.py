@@ -384,6 +384,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     add("```bash")
     add("./dev bench            # syncs .venv with the bench group, runs the full suite (about 5-8 minutes)")
     add("./dev bench --quick    # a smoke run in seconds (numbers not meaningful)")
+    add("./dev bench --tiny     # the smallest run through every benchmark: what the test suite runs")
     add("./dev bench --output-dir /tmp/bench --json /tmp/bench/results.json")
     add("```")
     add("")
