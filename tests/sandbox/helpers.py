@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.fakes import FakeClock  # noqa: F401 - moved to tests.fakes; importable here as before
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
