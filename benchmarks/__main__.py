@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--output-dir DIR] [--json PATH]``: run the whole suite.
+"""``python -m benchmarks [--quick | --tiny] [--output-dir DIR] [--json PATH]``: run the whole suite.
 
 Prints the ratio tables and the goals, and writes ``benchmarks.md`` and its plots into the
 output directory (``docs/`` of this repository by default).
@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,24 @@ QUICK = Settings(
     breakdown_number=500,
     masker_sizes=[1, 10],
 )
+#: The smallest run that still takes every benchmark through every step and prints every ratio:
+#: what the test suite's smoke test runs (``--tiny``). Its numbers mean nothing at all.
+TINY = replace(
+    QUICK,
+    inproc_calls=10,
+    loop_calls=10,
+    rounds=1,
+    concurrency=5,
+    sweep_levels=[1, 5],
+    sweep_calls=5,
+    coroutines=5,
+    threads=3,
+    waiters=5,
+    triggers=5,
+    trigger_window=1.0,
+    trigger_poll_interval=0.5,
+    breakdown_number=10,
+)
 
 PACKAGES = (
     "airflow-provider-packly",
@@ -109,7 +127,13 @@ PACKAGES = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run in seconds; numbers not meaningful")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a smoke run in seconds; numbers not meaningful")
+    size.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the smallest run through every benchmark (the test suite's smoke test); numbers meaningless",
+    )
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -247,7 +271,8 @@ def step(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     raw_argv = sys.argv[1:] if argv is None else argv
     args = parse_args(raw_argv)
-    settings = QUICK if args.quick else FULL
+    quick = args.quick or args.tiny
+    settings = TINY if args.tiny else QUICK if args.quick else FULL
     started = time.perf_counter()
 
     # Airflow reads AIRFLOW_HOME at import: never touch the user's own.
@@ -255,14 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["AIRFLOW_HOME"] = airflow_home
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     try:
-        results = run(settings, args.quick)
+        results = run(settings, quick)
     finally:
         shutil.rmtree(airflow_home, ignore_errors=True)
 
     from benchmarks import report
     from benchmarks._common import write_json
 
-    mode = "quick" if args.quick else "full"
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     results["machine"] = machine_facts(raw_argv, mode, time.perf_counter() - started)
     results["mode"] = mode
     results["goals"] = goals(results)

@@ -83,7 +83,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "and [min-max] of per-round ratios, because the machine is small and shared: absolute times "
         "are indicative only. Servers run in their own processes (their own GIL) on loopback."
     )
-    if results["mode"] == "quick":
+    if results["mode"] in ("quick", "tiny"):
         add("")
         add("**Quick mode**: a smoke run with a few calls per case; these numbers are not meaningful.")
     add("")
@@ -384,6 +384,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     add("```bash")
     add("./dev bench            # syncs .venv with the bench group, runs the full suite (about 5-8 minutes)")
     add("./dev bench --quick    # a smoke run in seconds (numbers not meaningful)")
+    add("./dev bench --tiny     # the smallest run through every benchmark: what the test suite runs")
     add("./dev bench --output-dir /tmp/bench --json /tmp/bench/results.json")
     add("```")
     add("")

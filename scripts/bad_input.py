@@ -570,23 +570,14 @@ CASES: tuple[Case, ...] = (
         _settings(extra={"environment": "live", "default_expires_in": "inf"}),
         "default_expires_in = 'inf' in its extra fields; give a finite number",
     ),
-    Case(
-        "connection",
-        "retry_max_attempts 'nan'",
-        _settings(extra={"environment": "live", "retry_max_attempts": "nan"}),
-        "retry_max_attempts = 'nan' in its extra fields; give a finite number",
-    ),
-    Case(
-        "connection",
-        "refresh_margin_seconds 'nan'",
-        _settings(extra={"environment": "live", "refresh_margin_seconds": "nan"}),
-        "refresh_margin_seconds = 'nan' in its extra fields; give a finite number",
-    ),
-    Case(
-        "connection",
-        "retry_max_seconds 'nan'",
-        _settings(extra={"environment": "live", "retry_max_seconds": "nan"}),
-        "retry_max_seconds = 'nan' in its extra fields; give a finite number",
+    *(
+        Case(
+            "connection",
+            f"{field} 'nan'",
+            _settings(extra={"environment": "live", field: "nan"}),
+            f"{field} = 'nan' in its extra fields; give a finite number",
+        )
+        for field in ("retry_max_attempts", "refresh_margin_seconds", "retry_max_seconds")
     ),
     Case(
         "connection",

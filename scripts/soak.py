@@ -38,15 +38,16 @@ from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.sandbox import FaultConfig, SandboxConfig, run_sandbox
-from airflow_provider_packly.sandbox.faults import STATUS_FAULT_KINDS
+from airflow_provider_packly.sandbox.fault_kinds import EVERY_FAULT_KIND, RESPONSE_FAULT_KINDS
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self is Python 3.11+
 
 WRITES = "/_sandbox/v1/writes"
 ORDERS = "/v1/reseller/orders"
-FAULT_KINDS = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke", "trickle", "truncated-gzip", "echo")
-TOKEN_FAULT_KINDS = (*STATUS_FAULT_KINDS, "echo")
+#: The soak draws every fault kind there is, and on the token endpoint every one allowed there.
+FAULT_KINDS = EVERY_FAULT_KIND
+TOKEN_FAULT_KINDS = RESPONSE_FAULT_KINDS
 #: Every call's overall deadline (``request_deadline_seconds``): a trickled answer is cut by it.
 DEADLINE_SECONDS = 2.0
 #: A call counts as over its deadline past this much more (thread and event-loop scheduling on

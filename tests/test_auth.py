@@ -24,6 +24,7 @@ from airflow_provider_packly.auth import (
 from airflow_provider_packly.exceptions import PacklyAuthError
 
 from .conftest import CLIENT_ID, CLIENT_SECRET
+from .fakes import FakeClock
 
 OPAQUE = "AAAA%2FAAA%3DAAAAAAAA"
 
@@ -155,23 +156,38 @@ def test_access_token_repr_is_redacted():
 # -- the cache ------------------------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+#: How long a held answer waits for release() at most: a guard against a hung test, never a
+#: measurement (a test that needs it has already failed).
+HOLD_LIMIT_SECONDS = 30
 
 
 class TokenServer:
-    """Counts token requests; each issues a distinct token."""
+    """Counts token requests; each issues a distinct token.
 
-    def __init__(self, *, expires_in: int = 3600, delay: float = 0.0, status: int = 200) -> None:
+    Concurrency tests order events with it, not sleeps: ``arrived`` is set when a request
+    arrives, and after :meth:`hold` every answer waits until :meth:`release`.
+    """
+
+    def __init__(self, *, expires_in: int = 3600, status: int = 200) -> None:
         self.requests = 0
         self.expires_in = expires_in
-        self.delay = delay
         self.status = status
+        self.arrived = threading.Event()
+        self._released = threading.Event()
+        self._released.set()
         self._lock = threading.Lock()
+
+    def hold(self) -> TokenServer:
+        """From now on, answers wait for :meth:`release`."""
+        self._released.clear()
+        return self
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def wait_arrived(self) -> None:
+        """Wait (without blocking the event loop) until a request has arrived."""
+        assert await anyio.to_thread.run_sync(self.arrived.wait, HOLD_LIMIT_SECONDS), "no token request arrived"
 
     def _count(self) -> int:
         with self._lock:
@@ -189,12 +205,14 @@ class TokenServer:
 
     def send(self, request: httpx.Request) -> httpx.Response:
         number = self._count()
-        time.sleep(self.delay)
+        self.arrived.set()
+        self._released.wait(HOLD_LIMIT_SECONDS)
         return self._answer(number)
 
     async def asend(self, request: httpx.Request) -> httpx.Response:
         number = self._count()
-        await anyio.sleep(self.delay)
+        self.arrived.set()
+        await anyio.to_thread.run_sync(self._released.wait, HOLD_LIMIT_SECONDS)
         return self._answer(number)
 
 
@@ -235,8 +253,8 @@ def test_invalidate_drops_only_the_token_that_failed(make_connection):
 
 
 def test_twenty_threads_on_a_cold_cache_make_one_request(make_connection):
-    server, cache = TokenServer(delay=0.2), TokenCache()
-    barrier = threading.Barrier(20)
+    server, cache = TokenServer().hold(), TokenCache()
+    barrier = threading.Barrier(21)
     results: list[str] = []
 
     def worker() -> None:
@@ -247,6 +265,9 @@ def test_twenty_threads_on_a_cold_cache_make_one_request(make_connection):
     threads = [threading.Thread(target=worker) for _ in range(20)]
     for thread in threads:
         thread.start()
+    barrier.wait()  # every thread is about to ask
+    assert server.arrived.wait(HOLD_LIMIT_SECONDS)  # one of them leads the fetch, held open
+    server.release()
     for thread in threads:
         thread.join()
     assert server.requests == 1
@@ -255,18 +276,24 @@ def test_twenty_threads_on_a_cold_cache_make_one_request(make_connection):
 
 @pytest.mark.anyio
 async def test_hundred_coroutines_on_a_cold_cache_make_one_request(make_connection):
-    server, cache = TokenServer(delay=0.05), TokenCache()
+    server, cache = TokenServer().hold(), TokenCache()
     tokens = source(make_connection(), server, cache)
-    results = await asyncio.gather(*(tokens.aget() for _ in range(100)))
+    gathered = asyncio.gather(*(tokens.aget() for _ in range(100)))
+    await server.wait_arrived()  # all 100 have started (one loop turn) and one leads the fetch
+    server.release()
+    results = await gathered
     assert server.requests == 1
     assert {token.value for token in results} == {"tok-1%2F"}
 
 
 @pytest.mark.anyio
 async def test_a_failure_is_shared_by_all_concurrent_waiters(make_connection):
-    server, cache = TokenServer(delay=0.05, status=401), TokenCache()
+    server, cache = TokenServer(status=401).hold(), TokenCache()
     tokens = source(make_connection(), server, cache)
-    outcomes = await asyncio.gather(*(tokens.aget() for _ in range(100)), return_exceptions=True)
+    gathered = asyncio.gather(*(tokens.aget() for _ in range(100)), return_exceptions=True)
+    await server.wait_arrived()
+    server.release()
+    outcomes = await gathered
     assert server.requests == 1
     assert all(isinstance(outcome, PacklyAuthError) for outcome in outcomes)
     assert "Bad credentials" in str(outcomes[0])
@@ -277,7 +304,7 @@ async def test_a_failure_is_shared_by_all_concurrent_waiters(make_connection):
 
 @pytest.mark.anyio
 async def test_threads_and_coroutines_on_two_event_loops_share_one_fetch(make_connection):
-    server, cache = TokenServer(delay=0.3), TokenCache()
+    server, cache = TokenServer().hold(), TokenCache()
     conn = make_connection()
     other_loop_results: list[str] = []
 
@@ -289,9 +316,12 @@ async def test_threads_and_coroutines_on_two_event_loops_share_one_fetch(make_co
 
     thread = threading.Thread(target=other_thread)
     thread.start()
-    await asyncio.sleep(0.05)  # the other loop leads the fetch
-    here = await asyncio.gather(*(source(conn, server, cache).aget() for _ in range(10)))
-    blocking = await asyncio.to_thread(source(conn, server, cache).get)
+    await server.wait_arrived()  # the other loop leads the fetch, held open
+    here = asyncio.gather(*(source(conn, server, cache).aget() for _ in range(10)))
+    blocking = asyncio.ensure_future(asyncio.to_thread(source(conn, server, cache).get))
+    await asyncio.sleep(0)  # let them start asking
+    server.release()
+    here, blocking = await here, await blocking
     thread.join()
     assert server.requests == 1
     assert {t.value for t in here} | set(other_loop_results) | {blocking.value} == {"tok-1%2F"}
@@ -299,42 +329,49 @@ async def test_threads_and_coroutines_on_two_event_loops_share_one_fetch(make_co
 
 @pytest.mark.anyio
 async def test_a_cancelled_leader_hands_over_to_a_waiter(make_connection):
-    server, cache = TokenServer(delay=0.2), TokenCache()
+    server, cache = TokenServer().hold(), TokenCache()
     tokens = source(make_connection(), server, cache)
     leader = asyncio.ensure_future(tokens.aget())
-    await asyncio.sleep(0.01)
+    await server.wait_arrived()  # the leader's fetch is in flight, held open
     waiter = asyncio.ensure_future(tokens.aget())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # the waiter joins the flight
     leader.cancel()
-    token = await asyncio.wait_for(waiter, timeout=5)
+    server.release()
+    token = await asyncio.wait_for(waiter, timeout=HOLD_LIMIT_SECONDS)
     assert token.value == "tok-2%2F"  # the waiter fetched anew instead of failing or hanging
     assert leader.cancelled()
 
 
 @pytest.mark.anyio
 async def test_a_cancelled_waiter_does_not_cancel_the_shared_fetch(make_connection):
-    server, cache = TokenServer(delay=0.2), TokenCache()
+    server, cache = TokenServer().hold(), TokenCache()
     tokens = source(make_connection(), server, cache)
     leader = asyncio.ensure_future(tokens.aget())
-    await asyncio.sleep(0.01)
+    await server.wait_arrived()  # the leader's fetch is in flight, held open
     waiter = asyncio.ensure_future(tokens.aget())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # the waiter joins the flight
     waiter.cancel()
+    server.release()
     assert (await leader).value == "tok-1%2F"
     assert server.requests == 1
 
 
 @pytest.mark.anyio
 async def test_inside_the_margin_callers_keep_the_old_token_while_one_refreshes(make_connection):
-    clock, server = FakeClock(), TokenServer(expires_in=100, delay=0.1)
+    clock, server = FakeClock(), TokenServer(expires_in=100)
     cache = TokenCache(clock=clock)
     tokens = source(make_connection(token_refresh_margin=10), server, cache, clock)
     old = await tokens.aget()
     clock.now += 95  # due for refresh, not yet expired
+    server.hold()
+    server.arrived.clear()
     refresher = asyncio.ensure_future(tokens.aget())
-    await asyncio.sleep(0.01)
-    started = time.monotonic()
-    assert (await tokens.aget()) is old  # no wait for the refresh in flight
-    assert time.monotonic() - started < 0.09
+    await server.wait_arrived()  # the refresh is in flight, and stays so until released
+    # Answered while the refresh is still held: had it waited for the refresh, it would never
+    # return before the release below (the guard turns that hang into a failure).
+    with anyio.fail_after(HOLD_LIMIT_SECONDS / 3):
+        assert (await tokens.aget()) is old
+    assert not refresher.done()
+    server.release()
     assert (await refresher).value == "tok-2%2F"
     assert server.requests == 2

@@ -27,12 +27,14 @@ def _server_threads() -> list[threading.Thread]:
 
 def test_it_records_each_request_and_sends_exactly_the_bytes_given():
     answer = b"HTTP/1.1 201 Made\r\nContent-Length: 2\r\nX-Odd:  spaced \r\n\r\nok"
-    with loopback_server(lambda request: answer) as server:
-        with socket.create_connection(("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])), timeout=5) as sock:
-            sock.sendall(b"POST /v1/x?page=2 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX-Trace: a b\r\n\r\nhello")
-            received = b""
-            while chunk := sock.recv(65536):
-                received += chunk
+    with (
+        loopback_server(lambda request: answer) as server,
+        socket.create_connection(("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])), timeout=5) as sock,
+    ):
+        sock.sendall(b"POST /v1/x?page=2 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX-Trace: a b\r\n\r\nhello")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
     assert received == answer
     [request] = server.requests
     assert (request.method, request.target, request.path, request.body) == ("POST", "/v1/x?page=2", "/v1/x", b"hello")
@@ -49,17 +51,21 @@ def test_http_response_frames_the_body_unless_told_otherwise():
 
 
 def test_token_then_routes_the_token_endpoint_and_everything_else():
-    with loopback_server(token_then(lambda request: http_response(200, request.path.encode()))) as server:
-        with httpx.Client(base_url=server.base_url) as client:
-            assert client.post("/v1/oauth2/token").json()["access_token"] == "loopback-test-token"
-            assert client.get("/v1/reseller/orders?page=1").text == "/v1/reseller/orders"
+    with (
+        loopback_server(token_then(lambda request: http_response(200, request.path.encode()))) as server,
+        httpx.Client(base_url=server.base_url) as client,
+    ):
+        assert client.post("/v1/oauth2/token").json()["access_token"] == "loopback-test-token"
+        assert client.get("/v1/reseller/orders?page=1").text == "/v1/reseller/orders"
     assert server.calls == [("POST", "/v1/oauth2/token"), ("GET", "/v1/reseller/orders")]
 
 
 def test_a_body_cut_short_is_an_incomplete_body_for_the_client():
-    with loopback_server(lambda request: http_response(200, b"abc", content_length=10)) as server:
-        with pytest.raises(httpx.RemoteProtocolError):
-            httpx.get(server.base_url)
+    with (
+        loopback_server(lambda request: http_response(200, b"abc", content_length=10)) as server,
+        pytest.raises(httpx.RemoteProtocolError),
+    ):
+        httpx.get(server.base_url)
 
 
 def test_a_trickled_answer_arrives_whole():
@@ -69,12 +75,14 @@ def test_a_trickled_answer_arrives_whole():
 
 
 def test_an_endless_body_and_a_silent_server_stop_with_the_server():
-    with loopback_server(token_then(endless(every=0.01), token=silence())) as server:
-        with httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(5, read=0.2)) as client:
-            with client.stream("GET", "/v1/reseller/orders") as response:
-                assert next(response.iter_raw()).startswith(b"[")
-            with pytest.raises(httpx.ReadTimeout):
-                client.post("/v1/oauth2/token")
+    with (
+        loopback_server(token_then(endless(every=0.01), token=silence())) as server,
+        httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(5, read=0.2)) as client,
+    ):
+        with client.stream("GET", "/v1/reseller/orders") as response:
+            assert next(response.iter_raw()).startswith(b"[")
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("/v1/oauth2/token")
     assert _server_threads() == []  # neither the endless sender nor the silent one outlived the block
 
 

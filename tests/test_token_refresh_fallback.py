@@ -20,7 +20,8 @@ from airflow_provider_packly.exceptions import PacklyAuthError
 from airflow_provider_packly.retries import RetryPolicy
 
 from .conftest import CLIENT_SECRET
-from .test_auth import FakeClock, TokenServer
+from .fakes import FakeClock
+from .test_auth import HOLD_LIMIT_SECONDS, TokenServer
 
 LIFETIME = 1000  # seconds; with a 60 s margin the refresh is due at 940 s
 
@@ -133,18 +134,23 @@ def test_only_one_of_many_threads_tries_the_refresh(setup):
     clock, endpoint, tokens = setup
     first = tokens.get()
     endpoint.fail()
-    endpoint.delay = 0.05
+    endpoint.hold()  # the one refresh stays in flight until released
     clock.now += 945
     barrier = threading.Barrier(20)
     got: list[object] = []
+    answered = threading.Semaphore(0)
 
     def call() -> None:
         barrier.wait()
         got.append(tokens.get())
+        answered.release()
 
     threads = [threading.Thread(target=call) for _ in range(20)]
     for thread in threads:
         thread.start()
+    # The 19 that do not refresh are answered while the refresh is still held.
+    assert all(answered.acquire(timeout=HOLD_LIMIT_SECONDS) for _ in range(19))
+    endpoint.release()
     for thread in threads:
         thread.join()
     assert got == [first] * 20

@@ -20,7 +20,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow_provider_packly.sandbox.app import SandboxConfig, create_app
+    from airflow_provider_packly.sandbox.app import create_app
+    from airflow_provider_packly.sandbox.config import SandboxConfig
     from airflow_provider_packly.sandbox.faults import FaultConfig, FaultDecision
     from airflow_provider_packly.sandbox.server import RunningSandbox, run_sandbox
     from airflow_provider_packly.sandbox.state import SandboxState
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 _LOCATIONS: dict[str, str] = {
-    "SandboxConfig": "airflow_provider_packly.sandbox.app",
+    "SandboxConfig": "airflow_provider_packly.sandbox.config",
     "create_app": "airflow_provider_packly.sandbox.app",
     "FaultConfig": "airflow_provider_packly.sandbox.faults",
     "FaultDecision": "airflow_provider_packly.sandbox.faults",

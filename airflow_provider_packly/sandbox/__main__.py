@@ -13,9 +13,11 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from airflow_provider_packly.sandbox.fault_kinds import FAULT_KINDS
+
 SECRET_ENV_VAR = "PACKLY_SANDBOX_CLIENT_SECRET"
-#: Every fault kind (kept here too, so ``--help`` needs no server import).
-ALL_FAULT_KINDS = "500,502,503,429,reset,slow,truncated,revoke,truncated-gzip"
+#: The default fault kinds, as ``--fault-kinds`` spells them (fault_kinds imports no server code).
+ALL_FAULT_KINDS = ",".join(FAULT_KINDS)
 
 SANDBOX_EPILOG = """\
 seeded orders (GET /v1/reseller/orders, 25 orders ORD-0001..ORD-0025):
@@ -146,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import uvicorn
 
-    from airflow_provider_packly.sandbox.app import SandboxConfig, create_app, default_credentials
+    from airflow_provider_packly.sandbox.app import create_app
+    from airflow_provider_packly.sandbox.config import SandboxConfig, default_credentials
     from airflow_provider_packly.sandbox.faults import FaultConfig, parse_fault_kinds
 
     faults: FaultConfig | None = None

@@ -31,9 +31,6 @@ import base64
 import binascii
 import hmac
 import json
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -45,9 +42,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+# SandboxConfig and default_credentials live in config.py (so that state.py needs no app
+# import); still importable from here.
+from airflow_provider_packly.sandbox.config import SandboxConfig, default_credentials  # noqa: F401
 from airflow_provider_packly.sandbox.dieline import dieline_pdf, format_mm, validate_box
 from airflow_provider_packly.sandbox.errors import (
-    PacklyError,
+    EnvelopeError,
     envelope,
     request_echo,
     validation_error,
@@ -55,7 +55,6 @@ from airflow_provider_packly.sandbox.errors import (
 from airflow_provider_packly.sandbox.faults import (
     TOKEN_PATH,
     WRITES_PATH,
-    FaultConfig,
     FaultInjectionMiddleware,
     fault_decision,
 )
@@ -74,96 +73,14 @@ from airflow_provider_packly.sandbox.state import SandboxState
 MAX_WRITE_KEY_LENGTH = 200
 
 
-def default_credentials() -> dict[str, tuple[str, str]]:
-    """Return the default (public, test-only) ``(client_id, client_secret)`` per environment."""
-    return {
-        "sandbox": ("sandbox-client-id", "sandbox-client-secret"),
-        "live": ("live-client-id", "live-client-secret"),
-    }
-
-
-def _default_materials() -> dict[str, float]:
-    return {"SBS300": 0.62, "SBS350": 0.71, "KRAFT250": 0.48, "E-FLUTE": 0.95}
-
-
-@dataclass
-class SandboxConfig:
-    """Everything the sandbox does that Packly leaves open, with defaults.
-
-    * ``environment``: which Packly environment this server plays (``sandbox`` or ``live``).
-    * ``credentials``: each environment's ``(client_id, client_secret)``. Packly documents
-      that sandbox and live credentials differ; credentials of another environment are
-      refused with a 401 saying which environment they belong to. The defaults are public
-      test values, not secrets. Hidden from ``repr``.
-    * ``token_lifetime``: seconds, the ``expires_in`` returned (Packly's example says 3600;
-      the real value is not documented).
-    * ``token_type``: Packly's docs spell it both ``bearer`` and ``Bearer``; configurable so a
-      client can be tested with both.
-    * ``order_step_seconds``: seconds per step of the order timelines (see ``orders``);
-      not documented by Packly.
-    * ``order_count``: size of the seeded order book (the sandbox's choice).
-    * ``orders_default_limit`` / ``orders_max_limit``: ``limit`` default and maximum for
-      ``/orders``; not documented by Packly, the sandbox's choice.
-    * ``orders_limit_cap``: a test knob (``None``, the default: off). When set, ``/orders``
-      answers at most this many orders per page whatever ``limit`` asked for, without saying
-      so, as a server that caps ``limit`` silently would. Packly documents no such cap; this
-      lets a client prove it does not take a short page for the last one.
-    * ``dieline_padding_bytes``: PDF comment bytes added to every die line, to produce large
-      responses for streaming tests.
-    * ``materials``: the material catalogue, code -> EUR per m² of blank; not documented by
-      Packly, the sandbox's choice.
-    * ``max_dimension_mm``: largest accepted box dimension; not documented by Packly, the
-      sandbox's choice.
-    * ``now``: the clock (seconds, monotonic) for token expiry and order timelines;
-      injectable for tests.
-    * ``faults``: deterministic fault injection (see
-      :class:`~airflow_provider_packly.sandbox.faults.FaultConfig`); ``None`` (the default)
-      means none. Change it at run time with ``SandboxState.set_faults``.
-    """
-
-    environment: str = "sandbox"
-    credentials: dict[str, tuple[str, str]] = field(default_factory=default_credentials, repr=False)
-    token_lifetime: int = 3600
-    token_type: str = "bearer"
-    order_step_seconds: float = 2.0
-    order_count: int = 25
-    orders_default_limit: int = 10
-    orders_max_limit: int = 100
-    orders_limit_cap: int | None = None
-    dieline_padding_bytes: int = 0
-    materials: dict[str, float] = field(default_factory=_default_materials)
-    max_dimension_mm: float = 2000.0
-    now: Callable[[], float] = time.monotonic
-    faults: FaultConfig | None = None
-
-    def __post_init__(self) -> None:
-        """Reject configurations the server could not honour."""
-        if self.environment not in self.credentials:
-            raise ValueError(
-                f"environment {self.environment!r} has no credentials; known environments: {sorted(self.credentials)}"
-            )
-        if self.token_lifetime <= 0:
-            raise ValueError("token_lifetime must be a positive number of seconds")
-        if self.order_step_seconds <= 0:
-            raise ValueError("order_step_seconds must be positive")
-        if self.order_count < 0 or self.dieline_padding_bytes < 0:
-            raise ValueError("order_count and dieline_padding_bytes must not be negative")
-        if not 1 <= self.orders_default_limit <= self.orders_max_limit:
-            raise ValueError("need 1 <= orders_default_limit <= orders_max_limit")
-        if self.orders_limit_cap is not None and self.orders_limit_cap < 1:
-            raise ValueError("orders_limit_cap must be None (off) or at least 1")
-        if self.faults is not None and not isinstance(self.faults, FaultConfig):
-            raise TypeError("faults must be a FaultConfig or None")
-
-
 def _state(request: Request) -> SandboxState:
     state: SandboxState = request.app.state.sandbox
     return state
 
 
-def _unauthorized(message: str, scheme: str) -> PacklyError:
+def _unauthorized(message: str, scheme: str) -> EnvelopeError:
     """A 401 envelope with code ``UNAUTHORIZED`` (the sandbox's choice, see token_endpoint)."""
-    return PacklyError(
+    return EnvelopeError(
         401,
         "UNAUTHORIZED",
         message,
@@ -466,7 +383,7 @@ async def reset_clock_endpoint(request: Request) -> Response:
 
 # -- errors ----------------------------------------------------------------------------------------
 async def _packly_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, PacklyError)
+    assert isinstance(exc, EnvelopeError)
     return json_response(request, envelope(request, exc), exc.http_status_code, exc.headers)
 
 
@@ -484,13 +401,13 @@ async def _http_error_handler(request: Request, exc: Exception) -> Response:
     """
     assert isinstance(exc, HTTPException)
     code, message = _HTTP_ERROR_CODES.get(exc.status_code, ("INTERNAL_SERVER_ERROR", str(exc.detail)))
-    error = PacklyError(exc.status_code, code, message, headers=dict(exc.headers or {}))
+    error = EnvelopeError(exc.status_code, code, message, headers=dict(exc.headers or {}))
     return json_response(request, envelope(request, error), exc.status_code, error.headers)
 
 
 async def _internal_error_handler(request: Request, exc: Exception) -> Response:
     """Answer an unexpected exception with a 500 ``INTERNAL_SERVER_ERROR`` envelope."""
-    error = PacklyError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+    error = EnvelopeError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
     return json_response(request, envelope(request, error), 500)
 
 
@@ -537,7 +454,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
             Middleware(FaultInjectionMiddleware, state=state),
         ],
         exception_handlers={
-            PacklyError: _packly_error_handler,
+            EnvelopeError: _packly_error_handler,
             HTTPException: _http_error_handler,
             Exception: _internal_error_handler,
         },

@@ -72,7 +72,7 @@ def validate_box(
 
     ``values`` maps parameter names to raw query strings (a non-string, e.g. a nested object
     from bracket notation, is invalid). Raises a ``VALIDATION_ERROR``
-    :class:`~airflow_provider_packly.sandbox.errors.PacklyError` for the first problem, with
+    :class:`~airflow_provider_packly.sandbox.errors.EnvelopeError` for the first problem, with
     the error path ``path_prefix + name`` (``items[0].material`` in a quotation).
     """
     article = values.get("article")

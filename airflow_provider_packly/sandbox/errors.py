@@ -37,8 +37,11 @@ class ErrorItem:
         return {"code": self.code, "path": self.path, "message": self.message}
 
 
-class PacklyError(Exception):
+class EnvelopeError(Exception):
     """Raised by a handler to answer with the Packly error envelope.
+
+    The sandbox's own (server-side) exception: not the provider's client-side
+    :class:`airflow_provider_packly.exceptions.PacklyError`, hence a name of its own.
 
     The app's exception handler turns it into a JSON response whose status is
     ``http_status_code``; raising keeps the fail-fast validators short.
@@ -60,9 +63,9 @@ class PacklyError(Exception):
         self.headers = headers or {}
 
 
-def validation_error(code: str, path: str, message: str) -> PacklyError:
+def validation_error(code: str, path: str, message: str) -> EnvelopeError:
     """Build a 400 ``VALIDATION_ERROR`` whose single item names ``path`` and ``code``."""
-    return PacklyError(400, "VALIDATION_ERROR", VALIDATION_MESSAGE, ErrorItem(code, path, message))
+    return EnvelopeError(400, "VALIDATION_ERROR", VALIDATION_MESSAGE, ErrorItem(code, path, message))
 
 
 def request_echo(request: Request) -> dict[str, Any]:
@@ -79,7 +82,7 @@ def request_echo(request: Request) -> dict[str, Any]:
     }
 
 
-def envelope(request: Request, error: PacklyError) -> dict[str, Any]:
+def envelope(request: Request, error: EnvelopeError) -> dict[str, Any]:
     """Return the full error envelope for ``error`` raised while serving ``request``."""
     response: dict[str, Any] = {
         "code": error.code,

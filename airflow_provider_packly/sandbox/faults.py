@@ -63,29 +63,29 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from airflow_provider_packly.sandbox.errors import PacklyError, envelope
-from airflow_provider_packly.sandbox.responses import json_response
+from airflow_provider_packly.sandbox.errors import EnvelopeError, envelope
 
-if TYPE_CHECKING:
-    from airflow_provider_packly.sandbox.state import SandboxState
+# The kinds have their own leaf module; importable from here too, as before.
+from airflow_provider_packly.sandbox.fault_kinds import (
+    EVERY_FAULT_KIND,
+    FAULT_KINDS,
+    OPT_IN_FAULT_KINDS,  # noqa: F401
+    RESPONSE_FAULT_KINDS,
+    STATUS_FAULT_KINDS,
+)
+from airflow_provider_packly.sandbox.responses import json_response
 
 TOKEN_PATH = "/v1/oauth2/token"
 API_PREFIX = "/v1/reseller/"
 WRITES_PATH = "/_sandbox/v1/writes"
 
-#: Every fault kind, in the order ``--fault-kinds`` lists them.
-FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "429", "reset", "slow", "truncated", "revoke", "truncated-gzip")
-#: Kinds drawn only when asked for by name (they slow every client that meets them).
-OPT_IN_FAULT_KINDS: tuple[str, ...] = ("trickle", "echo")
-#: The kinds that are a complete HTTP response (the only ones allowed on the token endpoint).
-STATUS_FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "429")
 #: How many :class:`FaultDecision` records ``SandboxState.fault_log`` keeps (the newest).
 FAULT_LOG_LIMIT = 50_000
 #: The ASGI scope key under which an eligible request carries its :class:`FaultDecision`.
@@ -148,8 +148,8 @@ class FaultConfig:
 
     def __post_init__(self) -> None:
         """Check every field, and store ``kinds`` and ``token_kinds`` as dicts."""
-        kinds = _normalise_kinds(self.kinds, FAULT_KINDS + OPT_IN_FAULT_KINDS, "kinds")
-        token_kinds = _normalise_kinds(self.token_kinds, (*STATUS_FAULT_KINDS, "echo"), "token_kinds")
+        kinds = _normalise_kinds(self.kinds, EVERY_FAULT_KIND, "kinds")
+        token_kinds = _normalise_kinds(self.token_kinds, RESPONSE_FAULT_KINDS, "token_kinds")
         for name, rate, weights in (
             ("rate", self.rate, kinds),
             ("token_rate", self.token_rate, token_kinds),
@@ -221,7 +221,7 @@ def parse_fault_kinds(text: str) -> dict[str, float]:
             raise ValueError(f"bad weight {weight!r} for fault kind {kind!r}") from None
     if not weights:
         raise ValueError("no fault kind given")
-    return _normalise_kinds(weights, FAULT_KINDS + OPT_IN_FAULT_KINDS, "fault kinds")
+    return _normalise_kinds(weights, EVERY_FAULT_KIND, "fault kinds")
 
 
 class FaultPicker:
@@ -344,6 +344,15 @@ def _html_page(status: int) -> Response:
     return Response(body, status_code=status, media_type="text/html")
 
 
+#: The status faults answered with Packly's JSON envelope: kind -> (status, code, message,
+#: whether ``Retry-After`` is sent). A 503 uses it only when it carries ``Retry-After``.
+_ENVELOPE_FAULTS: dict[str, tuple[int, str, str, bool]] = {
+    "500": (500, "INTERNAL_SERVER_ERROR", "Internal server error", False),
+    "503": (503, "SERVICE_UNAVAILABLE", "The service is unavailable; the request was not processed", True),
+    "429": (429, "TOO_MANY_REQUESTS", "Too many requests; the request was not processed", True),
+}
+
+
 def status_fault_response(request: Request, decision: FaultDecision, config: FaultConfig) -> Response:
     """The complete response of a status fault (``500``, ``502``, ``503``, ``429``).
 
@@ -357,24 +366,11 @@ def status_fault_response(request: Request, decision: FaultDecision, config: Fau
         return _html_page(502)
     if kind == "503" and not decision.retry_after:
         return _html_page(503)
-    if kind == "500":
-        error = PacklyError(500, "INTERNAL_SERVER_ERROR", "Internal server error (injected fault)")
-    elif kind == "503":
-        error = PacklyError(
-            503,
-            "SERVICE_UNAVAILABLE",
-            "The service is unavailable; the request was not processed (injected fault)",
-            headers={"Retry-After": config.retry_after_value()},
-        )
-    elif kind == "429":
-        error = PacklyError(
-            429,
-            "TOO_MANY_REQUESTS",
-            "Too many requests; the request was not processed (injected fault)",
-            headers={"Retry-After": config.retry_after_value()},
-        )
-    else:
+    if kind not in _ENVELOPE_FAULTS:
         raise ValueError(f"{kind!r} is not a status fault")
+    status, code, message, retry_after = _ENVELOPE_FAULTS[kind]
+    headers = {"Retry-After": config.retry_after_value()} if retry_after else None
+    error = EnvelopeError(status, code, f"{message} (injected fault)", headers=headers)
     return json_response(request, envelope(request, error), error.http_status_code, error.headers)
 
 
@@ -474,6 +470,25 @@ async def _client_left_within(receive: Receive, seconds: float) -> bool:
     return False
 
 
+class FaultLedger(Protocol):
+    """What the fault middleware needs of the sandbox's state (``SandboxState`` provides it).
+
+    A protocol, so that this module does not depend on the state module, which depends on it.
+    """
+
+    def decide_fault(self, channel: Channel, method: str, path: str) -> FaultDecision:
+        """Draw and record the fault for one eligible request."""
+        ...
+
+    def count_token_request(self) -> None:
+        """Record one POST to the token endpoint."""
+        ...
+
+    def force_revocation(self) -> int:
+        """Revoke every token for a ``revoke`` fault."""
+        ...
+
+
 class FaultInjectionMiddleware:
     """ASGI middleware applying the state's :class:`FaultConfig` to eligible requests.
 
@@ -484,7 +499,7 @@ class FaultInjectionMiddleware:
     the token endpoint.
     """
 
-    def __init__(self, app: ASGIApp, state: SandboxState) -> None:
+    def __init__(self, app: ASGIApp, state: FaultLedger) -> None:
         self.app = app
         self.state = state
 
@@ -509,7 +524,7 @@ class FaultInjectionMiddleware:
             await self.app(scope, receive, self._revoking(send))
             return
         start, body = await _run_captured(self.app, scope, receive)
-        if kind in STATUS_FAULT_KINDS or kind == "echo":
+        if kind in RESPONSE_FAULT_KINDS:
             await status_fault_response(Request(scope), decision, config)(scope, receive, send)
         elif kind == "reset":
             await _send_incomplete(send, start, body, 0)

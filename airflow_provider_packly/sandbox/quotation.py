@@ -14,7 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from airflow_provider_packly.sandbox.dieline import Box, validate_box
-from airflow_provider_packly.sandbox.errors import ErrorItem, PacklyError, validation_error
+from airflow_provider_packly.sandbox.errors import EnvelopeError, ErrorItem, validation_error
 
 _KEY_PATTERN = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])+)$")
 _SEGMENT_PATTERN = re.compile(r"\[([^\[\]]*)\]")
@@ -187,7 +187,7 @@ def quote(
             not (isinstance(raw_quantity, str) and raw_quantity.isdigit() and raw_quantity.isascii())
             or int(raw_quantity) <= 0
         ):
-            raise PacklyError(
+            raise EnvelopeError(
                 400,
                 "QUANTITY_ERROR",
                 "The quantity is not valid",

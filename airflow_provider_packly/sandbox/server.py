@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import uvicorn
 from starlette.applications import Starlette
 
-from airflow_provider_packly.sandbox.app import SandboxConfig, create_app
+from airflow_provider_packly.sandbox.app import create_app
+from airflow_provider_packly.sandbox.config import SandboxConfig
 from airflow_provider_packly.sandbox.state import SandboxState
 
 

@@ -12,8 +12,9 @@ import secrets
 import threading
 from collections import Counter, deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from airflow_provider_packly.sandbox.config import SandboxConfig
 from airflow_provider_packly.sandbox.faults import (
     FAULT_LOG_LIMIT,
     Channel,
@@ -21,9 +22,6 @@ from airflow_provider_packly.sandbox.faults import (
     FaultDecision,
     FaultPicker,
 )
-
-if TYPE_CHECKING:
-    from airflow_provider_packly.sandbox.app import SandboxConfig
 
 TokenStatus = Literal["valid", "expired", "unknown"]
 

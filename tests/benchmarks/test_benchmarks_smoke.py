@@ -1,6 +1,9 @@
-"""The benchmark suite's quick mode, end to end: the report has every section and sane values.
+"""The benchmark suite end to end in its tiny mode: every benchmark runs, the report has every section and
+sane values, and every ratio is printed.
 
-Never asserts a time: the machine is shared and small. Needs the ``bench`` dependency group,
+``--tiny`` takes every benchmark through every step with the fewest calls, triggers and rounds
+(``benchmarks.__main__.TINY``), so this costs seconds rather than the quick mode's minute. Never
+asserts a time: the machine is shared and small. Needs the ``bench`` dependency group,
 which ``./dev test`` installs for the newest Airflow; the floor environment (Airflow 3.2) cannot
 have it (the groups conflict in the lock), so there the test is skipped.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +38,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
             sys.executable,
             "-m",
             "benchmarks",
-            "--quick",
+            "--tiny",
             "--output-dir",
             str(out),
             "--json",
@@ -48,7 +52,16 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     )
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     assert "goals:" in finished.stdout
-    return out, json.loads(results.read_text())
+    results_data = json.loads(results.read_text())
+    assert results_data["mode"] == "tiny"
+    # Every contender's ratio is printed, not only computed.
+    for section in ("in_process", "loopback"):
+        for kind in ("sync", "async"):
+            for name, row in results_data[section][kind]["contenders"].items():
+                if row["ratio"] is not None:
+                    printed = rf"^  {re.escape(name)} +{row['ratio']['median']:.2f}x \["
+                    assert re.search(printed, finished.stdout, re.MULTILINE), (section, kind, name)
+    return out, results_data
 
 
 def test_the_report_has_every_section_and_plot(quick_run):

@@ -18,8 +18,8 @@ from airflow_provider_packly.exceptions import PacklyError, PacklyTransportError
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.operators.packly import PacklyDielineOperator
 
+from ..fakes import FakePackly, sandbox_connection_json
 from ..loopback import gzip_answer, loopback_server, token_answer, token_then
-from ..triggers.fakes import FakePackly, sandbox_connection_json
 
 TOKEN = "raw-token-AAAA%2FAAA%3D"
 #: A dieline-sized PDF (about 260 KB) that does not compress to nothing.
@@ -43,10 +43,12 @@ def _assert_incomplete(error: BaseException) -> None:
 
 
 def test_truncated_gzip_with_a_matching_length_fails_get_dieline(make_connection):
-    with loopback_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
-        with PacklyHook(connection=_connection(make_connection, server.base_url)) as hook:
-            with pytest.raises(PacklyError) as caught:
-                hook.get_dieline(**BOX)
+    with (
+        loopback_server(_packly(gzip_answer(PDF, keep=0.95))) as server,
+        PacklyHook(connection=_connection(make_connection, server.base_url)) as hook,
+        pytest.raises(PacklyError) as caught,
+    ):
+        hook.get_dieline(**BOX)
     _assert_incomplete(caught.value)
 
 
@@ -61,12 +63,14 @@ async def test_truncated_gzip_fails_aget_dieline(make_connection):
 
 def test_truncated_gzip_fails_inside_stream(make_connection):
     received = b""
-    with loopback_server(_packly(gzip_answer(PDF, keep=0.95))) as server:
-        with PacklyHook(connection=_connection(make_connection, server.base_url)) as hook:
-            with pytest.raises(PacklyError) as caught:
-                with hook.stream("GET", "/v1/reseller/dieline", params=BOX) as response:
-                    for chunk in response.iter_bytes():
-                        received += chunk
+    with (
+        loopback_server(_packly(gzip_answer(PDF, keep=0.95))) as server,
+        PacklyHook(connection=_connection(make_connection, server.base_url)) as hook,
+        pytest.raises(PacklyError) as caught,
+        hook.stream("GET", "/v1/reseller/dieline", params=BOX) as response,
+    ):
+        for chunk in response.iter_bytes():
+            received += chunk
     _assert_incomplete(caught.value)
     assert 0 < len(received) < len(PDF)  # the error came at the end, instead of a short success
 
@@ -83,9 +87,11 @@ async def test_truncated_gzip_fails_inside_astream(make_connection):
 
 
 def test_a_complete_gzip_body_is_returned_whole(make_connection):
-    with loopback_server(_packly(gzip_answer(PDF))) as server:
-        with PacklyHook(connection=_connection(make_connection, server.base_url)) as hook:
-            assert hook.get_dieline(**BOX) == PDF
+    with (
+        loopback_server(_packly(gzip_answer(PDF))) as server,
+        PacklyHook(connection=_connection(make_connection, server.base_url)) as hook,
+    ):
+        assert hook.get_dieline(**BOX) == PDF
 
 
 def test_a_truncated_gzip_get_is_retried(make_connection):
@@ -199,9 +205,12 @@ def test_an_error_answer_cut_short_is_still_a_typed_error():
 def test_raw_server_sends_exactly_what_it_is_given():
     """The fixture itself: a truncated gzip really arrives with a matching Content-Length."""
     answer = gzip_answer(PDF, keep=0.5)
-    with loopback_server(lambda request: answer) as server, httpx.Client() as client:
-        with client.stream("GET", server.base_url + "/x") as response:
-            raw = b"".join(response.iter_raw())
+    with (
+        loopback_server(lambda request: answer) as server,
+        httpx.Client() as client,
+        client.stream("GET", server.base_url + "/x") as response,
+    ):
+        raw = b"".join(response.iter_raw())
     assert int(response.headers["content-length"]) == len(raw) == len(gzip.compress(PDF, mtime=0)) // 2
 
 

@@ -12,6 +12,7 @@ from airflow_provider_packly.exceptions import PacklyAPIError, PacklyAuthError, 
 from airflow_provider_packly.hooks.packly import PacklyHook
 
 from ..conftest import CLIENT_SECRET
+from ..fakes import FakePackly
 
 ENVELOPE = {
     "request": {"uri": "/v1/reseller/dieline", "method": "GET", "query": {"article": "s001_v0"}},
@@ -28,29 +29,6 @@ ENVELOPE = {
         ],
     },
 }
-
-
-class FakePackly:
-    """A scripted Packly: tokens tok-1, tok-2, ...; API answers from ``api`` (a list, used in order)."""
-
-    def __init__(self, *api: httpx.Response, token_status: int = 200) -> None:
-        self.api = list(api)
-        self.token_status = token_status
-        self.token_requests = 0
-        self.seen_authorization: list[str] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/oauth2/token":
-            self.token_requests += 1
-            if self.token_status != 200:
-                return httpx.Response(
-                    self.token_status, json={"response": {"code": "UNAUTHORIZED", "message": "Bad client credentials"}}
-                )
-            return httpx.Response(
-                200, json={"token_type": "bearer", "access_token": f"tok-{self.token_requests}", "expires_in": 3600}
-            )
-        self.seen_authorization.append(request.headers.get("authorization", ""))
-        return self.api.pop(0) if self.api else httpx.Response(200, json={"response": []})
 
 
 def hook_for(fake: FakePackly, conn) -> PacklyHook:
@@ -189,7 +167,8 @@ def test_test_connection_reports_environment_and_expiry(make_connection):
     ok, message = hook_for(FakePackly(), make_connection()).test_connection()
     assert ok
     assert message.startswith(
-        "Packly sandbox environment at http://127.0.0.1:8089 issued an access token to client ID 'test-client-id', valid until 20"
+        "Packly sandbox environment at http://127.0.0.1:8089 issued an access token to client ID 'test-client-id',"
+        " valid until 20"
     )
 
 
@@ -240,7 +219,7 @@ def test_connection_from_environment_variable(monkeypatch):
 async def test_async_calls_share_the_token_and_the_401_flow(make_connection):
     import asyncio
 
-    fake = FakePackly(httpx.Response(401))
+    fake = FakePackly(httpx.Response(401), httpx.Response(200, json={"response": []}))  # then 200s
     async with hook_for(fake, make_connection()) as hook:
         client = await hook.aget_client()
         responses = await asyncio.gather(*(hook.arequest("GET", "/v1/reseller/orders") for _ in range(20)))

@@ -12,8 +12,9 @@ from airflow_provider_packly.exceptions import PacklyConnectionConfigError
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.tls import SslContexts, build_ssl_context
 
+from ..fakes import FakePackly
 from ..integration.tls_proxy_helpers import make_pki
-from .test_packly import FakePackly, hook_for
+from .test_packly import hook_for
 
 
 @pytest.fixture(scope="module")

@@ -99,13 +99,15 @@ def test_a_gzip_bomb_error_body_gives_the_error_without_decoding_it(bomb, use_as
 def test_a_gzip_bomb_401_is_not_read_before_the_token_is_refreshed(bomb):
     """The first 401 of a call is discarded for a refresh: its body is not read at all."""
     answers = iter([bombing(bomb, 401), http_response(200, b'{"response": []}', {"Content-Type": "application/json"})])
-    with loopback_server(token_then(lambda request: next(answers))) as server:
-        with PacklyHook(connection=connection(server)) as hook:
-            tracemalloc.start()
-            try:
-                response = hook.request("GET", ORDERS)
-                peak = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
+    with (
+        loopback_server(token_then(lambda request: next(answers))) as server,
+        PacklyHook(connection=connection(server)) as hook,
+    ):
+        tracemalloc.start()
+        try:
+            response = hook.request("GET", ORDERS)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
     assert response.json() == {"response": []}
     assert peak < PEAK_BOUND, f"{peak:,} bytes"

@@ -50,10 +50,12 @@ def test_a_read_recovers_from_intermittent_faults():
 
 
 def test_a_slow_answer_is_a_clear_timeout_naming_endpoint_and_limit():
-    with faulty("slow", slow_seconds=0.5) as sandbox:
-        with PacklyHook(connection=connection(sandbox, read_timeout=0.1, retry_max_attempts=2)) as hook:
-            with pytest.raises(PacklyTransportError) as caught:
-                hook.request("GET", "/v1/reseller/orders")
+    with (
+        faulty("slow", slow_seconds=0.5) as sandbox,
+        PacklyHook(connection=connection(sandbox, read_timeout=0.1, retry_max_attempts=2)) as hook,
+        pytest.raises(PacklyTransportError) as caught,
+    ):
+        hook.request("GET", "/v1/reseller/orders")
     message = str(caught.value)
     assert (
         f"GET {sandbox.base_url}/v1/reseller/orders got no answer within the 0.1 s read timeout after 2 attempts"
@@ -64,9 +66,8 @@ def test_a_slow_answer_is_a_clear_timeout_naming_endpoint_and_limit():
 
 def test_a_write_that_timed_out_is_not_resent():
     with faulty("slow", slow_seconds=0.5) as sandbox:
-        with PacklyHook(connection=connection(sandbox, read_timeout=0.1)) as hook:
-            with pytest.raises(PacklyTransportError):
-                hook.request("POST", WRITES, json={"key": "k1", "value": 1})
+        with PacklyHook(connection=connection(sandbox, read_timeout=0.1)) as hook, pytest.raises(PacklyTransportError):
+            hook.request("POST", WRITES, json={"key": "k1", "value": 1})
         assert sandbox.state.write_attempts["k1"] == 1
         assert sandbox.state.writes["k1"] == 1  # applied once: resending would have duplicated it
 
@@ -84,10 +85,12 @@ def test_retry_after_as_an_http_date_is_honoured(caplog, fake_time):
     caplog.set_level(logging.INFO, logger="airflow_provider_packly.retries")
     # An HTTP date has whole seconds: 2 s ahead means a wait of more than 1 s, far above the
     # 0.01 s backoff this connection would use if the date were not understood.
-    with faulty("429", rate=0.5, retry_after_seconds=2, retry_after_as_date=True) as sandbox:
-        with PacklyHook(connection=connection(sandbox)) as hook:
-            for _ in range(3):
-                assert hook.request("GET", "/v1/reseller/orders").status_code == 200
+    with (
+        faulty("429", rate=0.5, retry_after_seconds=2, retry_after_as_date=True) as sandbox,
+        PacklyHook(connection=connection(sandbox)) as hook,
+    ):
+        for _ in range(3):
+            assert hook.request("GET", "/v1/reseller/orders").status_code == 200
     waits = [
         float(re.search(r"in ([0-9.]+) s$", r.getMessage()).group(1))
         for r in caplog.records

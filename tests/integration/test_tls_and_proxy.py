@@ -127,9 +127,11 @@ def test_verification_off_works_for_the_sandbox_and_warns(tls_sandbox, call, cap
         assert call(connection(tls_sandbox.base_url, verify_tls=False)) == 5
     warnings = [record.getMessage() for record in caplog.records if "verification turned off" in record.getMessage()]
     assert warnings == [
-        "Packly connection 'packly_tls' has TLS certificate verification turned off (verify_tls = false): anyone "
-        "on the network path can read the client secret and tokens. Use this only with a test sandbox; for a "
-        "private CA set ca_bundle_path instead."
+        (
+            "Packly connection 'packly_tls' has TLS certificate verification turned off (verify_tls = false): anyone "
+            "on the network path can read the client secret and tokens. Use this only with a test sandbox; for a "
+            "private CA set ca_bundle_path instead."
+        )
     ]
 
 

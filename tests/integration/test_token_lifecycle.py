@@ -153,9 +153,11 @@ def test_opaque_token_sent_back_byte_for_byte_and_gzip_used(sandbox):
 
 @pytest.mark.parametrize("token_type", ["bearer", "Bearer"])
 def test_both_spellings_of_bearer(token_type):
-    with run_sandbox(SandboxConfig(token_type=token_type)) as sandbox:
-        with PacklyHook(connection=connection_to(sandbox)) as hook:
-            assert hook.request("GET", ORDERS).status_code == 200
+    with (
+        run_sandbox(SandboxConfig(token_type=token_type)) as sandbox,
+        PacklyHook(connection=connection_to(sandbox)) as hook,
+    ):
+        assert hook.request("GET", ORDERS).status_code == 200
 
 
 def test_error_envelope_from_the_sandbox_is_parsed(sandbox):

@@ -43,18 +43,23 @@ async def test_a_post_reset_after_it_was_sent_may_have_been_applied_async():
 
 
 def test_a_post_that_timed_out_waiting_for_the_answer_may_have_been_applied():
-    with faulty("slow", slow_seconds=0.5) as sandbox:
-        with PacklyHook(connection=connection(sandbox, read_timeout=0.1)) as hook:
-            with pytest.raises(PacklyTransportError) as caught:
-                hook.request("POST", WRITES, json={"key": "k-slow", "value": 1})
+    with (
+        faulty("slow", slow_seconds=0.5) as sandbox,
+        PacklyHook(connection=connection(sandbox, read_timeout=0.1)) as hook,
+        pytest.raises(PacklyTransportError) as caught,
+    ):
+        hook.request("POST", WRITES, json={"key": "k-slow", "value": 1})
     message = str(caught.value)
     assert "0.1 s read timeout" in message and MAY_HAVE in message and "retry later" not in message
 
 
 def test_a_get_reset_is_retried_and_does_not_speak_of_writes():
-    with faulty("reset") as sandbox, PacklyHook(connection=connection(sandbox, retry_max_attempts=2)) as hook:
-        with pytest.raises(PacklyTransportError) as caught:
-            hook.request("GET", "/v1/reseller/orders")
+    with (
+        faulty("reset") as sandbox,
+        PacklyHook(connection=connection(sandbox, retry_max_attempts=2)) as hook,
+        pytest.raises(PacklyTransportError) as caught,
+    ):
+        hook.request("GET", "/v1/reseller/orders")
     assert "after 2 attempts" in str(caught.value) and MAY_HAVE not in str(caught.value)
 
 

@@ -13,6 +13,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,6 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..loopback import LoopbackListener, http_response, read_head, response_head
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python 3.11+
 
 # -- PKI ------------------------------------------------------------------------------------------
 
@@ -176,7 +180,7 @@ class ForwardProxy:
         userinfo = f"{user}:{password}@" if user is not None else ""
         return f"http://{userinfo}127.0.0.1:{self.port}"
 
-    def __enter__(self) -> ForwardProxy:
+    def __enter__(self) -> Self:
         self._listener.start()
         return self
 
@@ -208,7 +212,7 @@ class ForwardProxy:
                 if head.rest:
                     upstream.sendall(head.rest)
             else:
-                scheme, _, remainder = head.target.partition("://")
+                _scheme, _, remainder = head.target.partition("://")
                 authority, _, path = remainder.partition("/")
                 host, _, port = authority.rpartition(":")
                 upstream = self._listener.track(self._open(host, int(port or 80)))

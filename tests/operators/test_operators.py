@@ -23,7 +23,7 @@ from airflow_provider_packly.operators.packly import (
 from airflow_provider_packly.resources import PacklyValidationError
 from airflow_provider_packly.sandbox import SandboxConfig, run_sandbox
 
-from ..triggers.fakes import FakePackly, envelope, order, page, sandbox_connection_json
+from ..fakes import FakePackly, envelope, order, page, sandbox_connection_json
 
 ITEM = {
     "article": "s020_v1",

@@ -83,7 +83,8 @@ def upstream():
 def dag_source(dag_id: str, body: str) -> str:
     return (
         HEADER.format(box=BOX)
-        + f"\n@dag(dag_id={dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz='UTC'), catchup=False)\n"
+        + f"\n@dag(dag_id={dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz='UTC'),"
+        + " catchup=False)\n"
         + "def the_dag():\n"
         + textwrap.indent(textwrap.dedent(body).strip(), "    ")
         + "\n\n\nthe_dag()\n"

@@ -38,7 +38,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if floor:
                 item.add_marker(
                     pytest.mark.skip(
-                        reason=f"real-Airflow suite runs on the locked Airflow 3.3.x leg only (this is {version('apache-airflow')}, the floor leg)"
+                        reason="real-Airflow suite runs on the locked Airflow 3.3.x leg only"
+                        f" (this is {version('apache-airflow')}, the floor leg)"
                     )
                 )
 

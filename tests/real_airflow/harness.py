@@ -402,7 +402,10 @@ class Harness:
         running"). A fast trigger can do that to a user too; the tests wait for the event
         before letting an order close, so they test the provider, not that race.
         """
-        needle = f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}'"
+        needle = (
+            "Received executor event with state success for task instance"
+            f" TaskInstanceKey(dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}'"
+        )
         return sum(c.log.read_text(errors="replace").count(needle) for c in self.components if c.role == "scheduler")
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:

@@ -75,7 +75,8 @@ def echoing(answer):
 
 
 def _html_echo(request: RawRequest) -> bytes:
-    page = f"<html><body><h1>400 Bad Request</h1><pre>Authorization: {request.headers['authorization']}</pre></body></html>"
+    authorization = request.headers["authorization"]
+    page = f"<html><body><h1>400 Bad Request</h1><pre>Authorization: {authorization}</pre></body></html>"
     return http_response(400, page.encode(), {"Content-Type": "text/html"})
 
 

@@ -54,10 +54,13 @@ def stream_outcome(base_url: str, mode: str, endpoint: str = DIELINE) -> tuple[P
     conn = connection(base_url)
     read = 0
     if mode == "sync":
-        with PacklyHook(connection=conn) as hook, pytest.raises(PacklyError) as raised:
-            with hook.stream("GET", endpoint) as response:
-                for chunk in response.iter_bytes():
-                    read += len(chunk)
+        with (
+            PacklyHook(connection=conn) as hook,
+            pytest.raises(PacklyError) as raised,
+            hook.stream("GET", endpoint) as response,
+        ):
+            for chunk in response.iter_bytes():
+                read += len(chunk)
         return raised.value, read
 
     async def run() -> PacklyError:

@@ -1,4 +1,5 @@
-"""Shared helpers for the sandbox tests: a fake clock, a structural PDF check, the command line."""
+"""Shared helpers for the sandbox tests: a structural PDF check, the command line (the fake clock
+is :class:`tests.fakes.FakeClock`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.fakes import FakeClock  # noqa: F401 - moved to tests.fakes; importable here as before
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,19 +57,6 @@ def sandbox_cli(*args: str) -> Iterator[CliSandbox]:
         if process.poll() is None:
             process.kill()
             process.communicate()
-
-
-class FakeClock:
-    """A settable monotonic clock for ``SandboxConfig.now``."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def assert_valid_pdf(data: bytes) -> None:

@@ -14,7 +14,8 @@ import pytest
 from starlette.applications import Starlette
 
 from airflow_provider_packly.sandbox import SandboxConfig, create_app
-from tests.sandbox.helpers import FakeClock, assert_valid_pdf
+from tests.fakes import FakeClock
+from tests.sandbox.helpers import assert_valid_pdf
 
 pytestmark = pytest.mark.anyio
 
@@ -561,19 +562,19 @@ async def test_orders_advance_on_the_config_clock(client: httpx.AsyncClient, clo
         (4.0, "closed", "shipped"),
         (50.0, "closed", "shipped"),
     ]
-    start = clock.t
+    start = clock.now
     for steps, order_status, product_status in expected_ord1:
-        clock.t = start + steps * step
+        clock.now = start + steps * step
         assert await status("ORD-0001") == (order_status, {product_status}), steps
-    clock.t = start + 1.999 * step
+    clock.now = start + 1.999 * step
     assert await status("ORD-0001") == ("pending_payment", {"pending"})
 
-    clock.t = start
+    clock.now = start
     assert await status("ORD-0002") == ("deleted", {"deleted"})
     assert await status("ORD-0007") == ("waiting_execute_payment", {"waiting_execute_payment"})
-    clock.t = start + 2 * step
+    clock.now = start + 2 * step
     assert await status("ORD-0007") == ("canceled", {"canceled"})
-    clock.t = start + 100 * step
+    clock.now = start + 100 * step
     orders = await all_orders(client, headers)
     assert orders["ORD-0002"]["status"] == "deleted"
     assert {orders[f"ORD-{n:04d}"]["status"] for n in (7, 14, 21)} == {"canceled"}
@@ -587,9 +588,9 @@ async def test_orders_advance_on_the_config_clock(client: httpx.AsyncClient, clo
 
 async def test_orders_are_staggered(client: httpx.AsyncClient, clock: FakeClock) -> None:
     headers = bearer(await get_token(client))
-    start = clock.t
+    start = clock.now
     for steps in (0, 2, 5, 9):
-        clock.t = start + steps * 2.0
+        clock.now = start + steps * 2.0
         statuses = {o["status"] for o in (await all_orders(client, headers)).values()}
         assert len(statuses - {"deleted", "canceled"}) >= 2, (steps, statuses)
         assert statuses & {"pending_payment", "paid", "in_processing"}, (steps, statuses)

@@ -264,17 +264,16 @@ def test_slow_is_a_read_timeout_and_a_late_but_complete_response() -> None:
     ):
         headers = bearer(get_token(client))
         sandbox.state.set_faults(only("slow", slow_seconds=0.5))
-        started = time.monotonic()
-        with pytest.raises(httpx.ReadTimeout):
+        with pytest.raises(httpx.ReadTimeout):  # the answer came later than the 0.1 s read timeout
             client.get(ORDERS, headers=headers)
         with pytest.raises(httpx.ReadTimeout):
             client.post(WRITES, headers=headers, json={"key": "slow", "value": 1})
-        assert time.monotonic() - started < 0.45
         sandbox.state.set_faults(only("slow", slow_seconds=0.2))
-        started = time.monotonic()
-        response = client.get(ORDERS, headers=headers, timeout=5.0)
-        assert time.monotonic() - started >= 0.2
+        with pytest.raises(httpx.ReadTimeout):  # late ...
+            client.get(ORDERS, headers=headers)
+        response = client.get(ORDERS, headers=headers, timeout=5.0)  # ... but complete
         assert response.status_code == 200 and len(response.json()["response"]) == 10
+        assert [d.kind for d in sandbox.state.fault_log if d.channel == "api"] == ["slow"] * 4
         assert sandbox.state.writes["slow"] == 1
 
 

@@ -19,7 +19,7 @@ from airflow_provider_packly.exceptions import PacklyAPIError
 from airflow_provider_packly.sensors.packly import PacklyOrderStatusSensor, PacklySensor, _PacklySensorBase
 from airflow_provider_packly.triggers.rules import OrderCondition, deadline_after, error_to_payload, make_event
 
-from ..triggers.fakes import FakePackly, envelope, order, page
+from ..fakes import FakePackly, envelope, order, page
 
 NOT_FOUND = envelope(404, "NOT_FOUND", "No such resource")
 CANCELED = page(order("ORD-0001", "canceled"))

@@ -27,7 +27,7 @@ from airflow_provider_packly.sensors.packly import (
 from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger, PacklyWaitTrigger
 from airflow_provider_packly.triggers.rules import error_to_payload, make_event, parse_deadline
 
-from ..triggers.fakes import FakePackly, envelope, order, page
+from ..fakes import FakePackly, envelope, order, page
 
 
 @pytest.fixture

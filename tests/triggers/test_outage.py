@@ -21,7 +21,7 @@ from airflow_provider_packly.sandbox import SandboxConfig, run_sandbox
 from airflow_provider_packly.sensors.packly import PacklyOrderStatusSensor, PacklySensor, _PacklySensorBase
 from airflow_provider_packly.triggers.rules import make_event
 
-from .fakes import FakePackly, envelope, order, page, sandbox_connection_json
+from ..fakes import FakePackly, envelope, order, page, sandbox_connection_json
 from .test_triggers import collect, order_trigger, recreate, use_fake
 
 

@@ -30,7 +30,7 @@ from airflow_provider_packly.triggers.rules import (
     validate_event,
 )
 
-from .fakes import order
+from ..fakes import order
 
 CLOSED = OrderCondition("order_status", ("closed",), ("canceled", "deleted"))
 SHIPPED = OrderCondition("products_status", ("shipped",), ("canceled", "deleted"))

@@ -14,7 +14,7 @@ from airflow_provider_packly.sandbox import SandboxConfig, run_sandbox
 from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger, PacklyWaitTrigger
 from airflow_provider_packly.triggers.rules import OrderCondition, deadline_after, error_from_payload, parse_deadline
 
-from .fakes import SECRET, TOKEN, FakePackly, envelope, order, page, sandbox_connection_json
+from ..fakes import SECRET, TOKEN, FakePackly, envelope, order, page, sandbox_connection_json
 
 CLOSED = OrderCondition("order_status", ("closed",), ("canceled", "deleted")).to_dict()
 SHIPPED = OrderCondition("products_status", ("shipped",), ("canceled", "deleted")).to_dict()
@@ -283,18 +283,25 @@ async def test_unknown_order_in_the_sandbox_is_an_error(sandbox, sandbox_conn):
 async def test_polls_in_flight_are_bounded_per_event_loop(mocker):
     import asyncio
 
-    from .fakes import TOKEN_PATH, fake_connection
+    from ..fakes import TOKEN_PATH, fake_connection
 
     in_flight = 0
     most = 0
+    bound_reached = asyncio.Event()
 
-    async def slow_packly(request: httpx.Request) -> httpx.Response:
+    async def held_packly(request: httpx.Request) -> httpx.Response:
+        # Each poll is held until two are in flight at once (the bound), then for some loop
+        # turns (not time) in which a poll over the bound would arrive and be counted.
         nonlocal in_flight, most
         if request.url.path == TOKEN_PATH:
             return httpx.Response(200, json={"token_type": "bearer", "access_token": "t", "expires_in": 3600})
         in_flight += 1
         most = max(most, in_flight)
-        await asyncio.sleep(0.02)
+        if in_flight == 2:
+            bound_reached.set()
+        await asyncio.wait_for(bound_reached.wait(), timeout=30)
+        for _ in range(50):
+            await asyncio.sleep(0)
         in_flight -= 1
         return page(order("ORD-0001", "closed"))
 
@@ -303,7 +310,7 @@ async def test_polls_in_flight_are_bounded_per_event_loop(mocker):
     mocker.patch.object(
         PacklyOrderStatusTrigger,
         "_make_hook",
-        lambda self: PacklyHook(connection=fake_connection(), async_transport=httpx.MockTransport(slow_packly)),
+        lambda self: PacklyHook(connection=fake_connection(), async_transport=httpx.MockTransport(held_packly)),
     )
     mocker.patch.object(PacklyOrderStatusTrigger, "max_polls_in_flight", 2)
     results = await asyncio.gather(*(collect(order_trigger()) for _ in range(6)))
