@@ -60,3 +60,22 @@ nitpick_ignore_regex = [
     (r"py:.*", rf"^airflow_provider_packly\.(?!{PUBLIC_MODULES}\.).*"),
     (r"py:.*", r"^airflow_provider_packly\..*\._\w+$"),
 ]
+
+
+def _public_bases(app: object, name: str, obj: object, options: object, bases: list[type]) -> None:
+    """Show a class's public ancestors instead of a private base (``_PacklyBaseOperator`` ->
+    ``CheckedArgumentsMixin``, ``BaseOperator``), so "Bases:" names classes a reader can look up."""
+    public: list[type] = []
+    pending = list(bases)
+    while pending:
+        base = pending.pop(0)
+        if base.__name__.startswith("_"):
+            pending[:0] = list(base.__bases__)
+        elif base not in public:
+            public.append(base)
+    bases[:] = public
+
+
+def setup(app: object) -> None:
+    """Sphinx extension hook of this configuration."""
+    app.connect("autodoc-process-bases", _public_bases)  # type: ignore[attr-defined]
