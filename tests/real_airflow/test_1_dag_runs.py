@@ -159,10 +159,7 @@ def test_every_example_dag_runs_and_the_order_sensor_defers_after_a_long_uptime(
     assert "has status 'waiting_execute_payment'; waiting" in log, log
     deferred_at, resumed_at = log.find("Pausing task as DEFERRED"), log.find("reached status 'closed'")
     assert 0 <= deferred_at < resumed_at, log
-    trigger_logs = list(
-        harness.home.glob(f"logs/dag_id={ORDER_DAG}/run_id={RUNS[ORDER_DAG]}/task_id={ORDER_SENSOR}/*.trigger.*.log")
-    )
-    assert trigger_logs and "Trigger fired event" in trigger_logs[0].read_text(), trigger_logs
+    wait_for_fired_trigger_log(harness, RUNS[ORDER_DAG], "*")
     summary = harness.api.get(
         f"/dags/{ORDER_DAG}/dagRuns/{RUNS[ORDER_DAG]}/taskInstances/summarize/xcomEntries/return_value"
     ).json()
@@ -199,14 +196,20 @@ def test_a_triggerer_restart_keeps_the_deferred_sensor_and_its_deadline(real_air
     assert harness.wait_for_run(ORDER_DAG, run_id) == "success"
     ti = harness.api.get(f"/dags/{ORDER_DAG}/dagRuns/{run_id}/taskInstances/{ORDER_SENSOR}").json()
     assert ti["state"] == "success" and ti["try_number"] == 1
-    trigger_logs = list(
-        harness.home.glob(
-            f"logs/dag_id={ORDER_DAG}/run_id={run_id}/task_id={ORDER_SENSOR}/*.trigger.{after['triggerer_id']}.log"
-        )
-    )
-    assert trigger_logs and "Trigger fired event" in trigger_logs[0].read_text(), sorted(
-        p.name for p in harness.home.glob(f"logs/dag_id={ORDER_DAG}/run_id={run_id}/task_id={ORDER_SENSOR}/*")
-    )
+    wait_for_fired_trigger_log(harness, run_id, str(after["triggerer_id"]))
+
+
+def wait_for_fired_trigger_log(harness: Harness, run_id: str, triggerer_id: str) -> None:
+    """The triggerer writes its log line on its own schedule: the run may be `success` before it."""
+    folder = harness.home / f"logs/dag_id={ORDER_DAG}/run_id={run_id}/task_id={ORDER_SENSOR}"
+
+    def fired() -> bool:
+        return any("Trigger fired event" in log.read_text() for log in folder.glob(f"*.trigger.{triggerer_id}.log"))
+
+    try:
+        wait_for("the triggerer's log to say the trigger fired", fired, 60)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; files there: {sorted(p.name for p in folder.glob('*'))}") from None
 
 
 #: How many connection tests the api-server ran (each its own token request, see test_3).
