@@ -1,0 +1,47 @@
+"""The scale-out suite runs only under ``./dev cluster`` (which sets ``PACKLY_CLUSTER=1``).
+
+Every test here is marked ``cluster``. It is not part of ``./dev test`` (CI): it needs
+PostgreSQL and Redis from Debian's packages and the ``cluster`` dependency group, and takes about
+as long as the rest of the suite (docs/scale.md has the figures). Elsewhere it is skipped with
+that reason; under ``./dev cluster`` a missing prerequisite fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+from .cluster import missing_services
+
+REQUESTED = os.environ.get("PACKLY_CLUSTER") == "1"
+NOT_REQUESTED = (
+    "the scale-out suite (CeleryExecutor, PostgreSQL, Redis) runs only with ./dev cluster: "
+    "it needs system services and the 'cluster' dependency group, and is not part of ./dev test"
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.cluster)
+            if not REQUESTED:
+                item.add_marker(pytest.mark.skip(reason=NOT_REQUESTED))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cluster_prerequisites() -> None:
+    """Under ./dev cluster: fail, naming the fix, when a service or a package is missing."""
+    if not REQUESTED:
+        return
+    missing = missing_services()
+    if missing:
+        pytest.fail(
+            f"not installed: {', '.join(missing)}; run ./dev cluster as root (it installs them) or apt-get install them"
+        )
+    for module in ("airflow.providers.celery", "redis", "psycopg2", "asyncpg"):
+        if find_spec(module.split(".")[0]) is None or (module.startswith("airflow.") and find_spec(module) is None):
+            pytest.fail(f"Python package for {module} is missing: run ./dev cluster (it syncs the 'cluster' group)")
