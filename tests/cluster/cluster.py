@@ -238,14 +238,43 @@ class SocketUse:
     holders: tuple[int, ...]
 
 
+def _socket_inode(peer_port: int, server_port: int) -> str | None:
+    """The inode of the client end of the loopback TCP connection ``peer_port`` -> ``server_port``."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if int(local.rsplit(":", 1)[1], 16) == peer_port and int(remote.rsplit(":", 1)[1], 16) == server_port:
+            return inode
+    return None
+
+
 def _holders_of(peer_port: int, server_port: int) -> tuple[int, ...]:
-    """Every PID with an open socket whose local end is ``peer_port`` and remote end the sandbox."""
-    pids = {
-        conn.pid
-        for conn in psutil.net_connections(kind="tcp4")
-        if conn.pid and conn.laddr and conn.laddr.port == peer_port and conn.raddr and conn.raddr.port == server_port
-    }
-    return tuple(sorted(pids))
+    """Every PID (this process and its descendants: Airflow, its workers, their task processes)
+    with a file descriptor on the client end of the connection ``peer_port`` -> the sandbox.
+
+    Read from ``/proc`` directly: psutil's ``net_connections()`` reports one process per socket,
+    so it cannot see a socket two processes hold.
+    """
+    inode = _socket_inode(peer_port, server_port)
+    if inode in (None, "0"):
+        return ()
+    target = f"socket:[{inode}]"
+    me = psutil.Process()
+    holders = set()
+    for process in (me, *me.children(recursive=True)):
+        folder = f"/proc/{process.pid}/fd"
+        try:
+            fds = os.listdir(folder)
+        except OSError:  # the process is gone
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"{folder}/{fd}") == target:
+                    holders.add(process.pid)
+                    break
+            except OSError:  # closed while we looked
+                continue
+    return tuple(sorted(holders))
 
 
 class _CheckSocketSharing:
