@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pendulum
+
 from ..real_airflow import test_1_dag_runs as real
 from ..real_airflow.harness import COMPONENTS, EXAMPLE_DAGS, ControlledClock, Harness, wait_for
 from ..real_airflow.test_3_after_the_run import WORKER_TITLE
@@ -44,6 +46,7 @@ from .dags.packly_scale_out import DAG_ID, ORDER_IDS, POOL, QUOTATIONS
 
 SENSOR = "wait_for_order"
 WORKERS = 2
+POOL_SLOTS = 3  # fewer than the 4 task slots, so the pool, not the executor, is what bounds the quotations
 RUN_TIMEOUT = 1800.0  # a whole DAG run, on two cores shared with other work
 START_TIMEOUT = 600.0
 
@@ -69,7 +72,7 @@ class Outcome:
 def start_airflow(harness: ClusterHarness, workers: int) -> None:
     migrated = harness.airflow("db", "migrate", timeout=START_TIMEOUT)
     assert migrated.returncode == 0, migrated.stdout[-3000:] + migrated.stderr[-3000:]
-    pool = harness.airflow("pools", "set", POOL, str(PARALLELISM), "Packly API calls (cluster suite)")
+    pool = harness.airflow("pools", "set", POOL, str(POOL_SLOTS), "Packly API calls (cluster suite)")
     assert pool.returncode == 0, pool.stdout + pool.stderr
     for role in COMPONENTS:
         harness.start(role)
@@ -216,6 +219,11 @@ def report(celery: Outcome, local: Outcome, seconds: float) -> str:
     rows = [
         ("task instances, all succeeded on try 1", len(celery.task_instances), len(local.task_instances)),
         (f"`{DAG_ID}` wall time, trigger to success", seconds_of(celery), seconds_of(local)),
+        (
+            f"most quotations running at once (pool of {POOL_SLOTS})",
+            most_at_once(celery, "quote"),
+            most_at_once(local, "quote"),
+        ),
         ("order sensors deferred on the triggerer at once", celery.max_deferred_at_once, local.max_deferred_at_once),
         ("task runs calling Packly / token requests from them", tasks_and_tokens(celery), tasks_and_tokens(local)),
         ("token requests per task run (goal 1)", fmt_range(celery.tokens_per_ti), fmt_range(local.tokens_per_ti)),
@@ -254,6 +262,22 @@ def sockets(outcome: Outcome) -> str:
     return f"{outcome.requests_checked} / {len(outcome.shared_sockets)}"
 
 
+def most_at_once(outcome: Outcome, task_id: str) -> int:
+    """The most ``task_id`` instances of the scale-out run that were running at the same moment
+    (from their start and end dates: a start counts before an end at the same instant)."""
+    edges = (
+        (stamp, step)
+        for ti in outcome.task_instances
+        if ti["dag_id"] == DAG_ID and ti["task_id"] == task_id
+        for stamp, step in ((pendulum.parse(ti["start_date"]), 1), (pendulum.parse(ti["end_date"]), -1))
+    )
+    running = most = 0
+    for _, step in sorted(edges, key=lambda edge: (edge[0], -edge[1])):
+        running += step
+        most = max(most, running)
+    return most
+
+
 def fmt_range(counts: Counter[str]) -> str:
     values = set(counts.values())
     return "none" if not values else (str(min(values)) if len(values) == 1 else f"{min(values)}-{max(values)}")
@@ -290,6 +314,7 @@ def test_scale_out_on_celery_and_local_executors() -> None:
         assert sum(ti["task_id"] == "quote" for ti in scale) == QUOTATIONS, name
         assert sum(ti["task_id"] == SENSOR for ti in scale) == len(ORDER_IDS) >= 20, name
         assert outcome.max_deferred_at_once >= 20, name
+        assert 1 <= most_at_once(outcome, "quote") <= POOL_SLOTS, name  # the pool bounds them
         # One token per Packly task run: every such TI asked once, and no task request went unattributed.
         assert outcome.token_roles["unknown"] == 0, (name, outcome.token_roles)
         assert sum(outcome.tokens_per_ti.values()) == outcome.task_token_requests, name
