@@ -166,6 +166,7 @@ def postgres() -> Iterator[Service]:
             service.stop()
     finally:
         shutil.rmtree(data, ignore_errors=True)
+        log.unlink(missing_ok=True)
 
 
 def create_database(pg: Service, name: str) -> str:
