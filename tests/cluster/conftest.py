@@ -1,10 +1,11 @@
 """The scale-out run needs ``./dev cluster`` (which sets ``PACKLY_CLUSTER=1``).
 
-Its test (test_scale_out.py) is marked ``cluster``. It is not part of ``./dev test`` (CI): it needs
-PostgreSQL and Redis from Debian's packages and the ``cluster`` dependency group, and takes about
-as long as the rest of the suite (docs/scale.md has the figures). Elsewhere it is skipped with
-that reason; under ``./dev cluster`` a missing prerequisite fails instead of skipping.
-test_socket_check.py (the shared-socket check can fail; a second, no services) runs everywhere.
+Its test (test_scale_out.py) is marked ``cluster``. It needs PostgreSQL and Redis from Debian's
+packages and the ``cluster`` dependency group, so the pytest runs of ``./dev test`` and
+``./dev test-latest`` skip it with that reason; ``./dev test`` (CI) then runs it as its last
+step, through ``./dev cluster`` (about 12 min on two busy cores: docs/scale.md). Under
+``./dev cluster`` a missing prerequisite fails instead of skipping. test_socket_check.py (the
+shared-socket check can fail; a second, no services) runs everywhere.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from .cluster import missing_services
 
 REQUESTED = os.environ.get("PACKLY_CLUSTER") == "1"
 NOT_REQUESTED = (
-    "the scale-out suite (CeleryExecutor, PostgreSQL, Redis) runs only with ./dev cluster: "
-    "it needs system services and the 'cluster' dependency group, and is not part of ./dev test"
+    "the scale-out suite (CeleryExecutor, PostgreSQL, Redis) runs only with ./dev cluster "
+    "(./dev test runs it last): it needs system services and the 'cluster' dependency group"
 )
 
 
