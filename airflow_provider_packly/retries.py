@@ -26,7 +26,6 @@ import anyio
 import httpx
 
 from airflow_provider_packly.exceptions import PacklyIncompleteBodyError, is_permanent_tls_failure
-from airflow_provider_packly.limits import DEADLINE_EXTENSION
 
 __all__ = [
     "IDEMPOTENT_EXTENSION",
@@ -176,78 +175,3 @@ class RetryPolicy:
                 return min(retry_after, self.retry_after_max)
         ceiling = min(self.backoff_max, self.backoff * 2 ** (attempt_number - 1))
         return _jitter.uniform(0, ceiling)
-
-    # -- running it: one loop, twice (only sending and sleeping differ) ----------------------
-
-    def call(self, send_once: Callable[[httpx.Request], httpx.Response], request: httpx.Request) -> httpx.Response:
-        """``send_once(request)``, retried by this policy."""
-        started, attempt = self.clock(), 1
-        while True:
-            outcome: httpx.Response | Exception
-            try:
-                outcome = send_once(request)
-            except TRANSPORT_FAILURES as exc:
-                outcome = exc
-            wait = self._next_wait(request, outcome, attempt, started)
-            if wait is None:
-                return _result(outcome)
-            self.sleep(wait)
-            attempt += 1
-
-    async def acall(
-        self, send_once: Callable[[httpx.Request], Awaitable[httpx.Response]], request: httpx.Request
-    ) -> httpx.Response:
-        """``call`` for coroutines."""
-        started, attempt = self.clock(), 1
-        while True:
-            outcome: httpx.Response | Exception
-            try:
-                outcome = await send_once(request)
-            except TRANSPORT_FAILURES as exc:
-                outcome = exc
-            wait = self._next_wait(request, outcome, attempt, started)
-            if wait is None:
-                return _result(outcome)
-            await self.asleep(wait)
-            attempt += 1
-
-    def _next_wait(
-        self, request: httpx.Request, outcome: httpx.Response | Exception, attempt: int, started: float
-    ) -> float | None:
-        """The wait before the next send of ``request``, or ``None`` to hand ``outcome`` back.
-
-        No retry past ``max_attempts``, none whose wait would end past ``max_seconds`` after the
-        first send started, none whose wait would end at or past the call's overall deadline
-        (``limits.Deadline``). Each retry is logged at INFO (``scripts/soak.py`` counts them).
-        """
-        request.extensions[_ATTEMPTS_EXTENSION] = attempt
-        why = self.reason(request, outcome)
-        if why is None:
-            if isinstance(outcome, BaseException) and may_have_been_applied(request, outcome):
-                request.extensions[NOT_RESENT_EXTENSION] = True
-            return None
-        if attempt >= self.max_attempts:
-            return None
-        wait = self.wait_seconds(attempt, outcome)
-        if self.clock() - started + wait >= self.max_seconds:
-            return None
-        deadline = request.extensions.get(DEADLINE_EXTENSION)
-        if deadline is not None and deadline.remaining() <= wait:
-            return None
-        log.info(
-            "Packly %s %s: %s; retry %d of %d in %.2f s",
-            request.method,
-            request.url.path,
-            why,
-            attempt,
-            self.max_attempts - 1,
-            wait,
-        )
-        return wait
-
-
-def _result(outcome: httpx.Response | Exception) -> httpx.Response:
-    """The response, or the failure raised: what the caller of ``call`` gets at the end."""
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
