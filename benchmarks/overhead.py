@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from airflow_provider_packly._http.retrying import call
 from benchmarks._common import Comparison, Server, Spread, atimed, collect_garbage, rotated, timed
 from benchmarks.contenders import (
     ASYNC_CONTENDERS,
@@ -238,8 +239,8 @@ def breakdown(*, number: int, repeat: int) -> dict[str, Any]:
             lambda: lambda: request.headers.__setitem__("Authorization", "Bearer x"),
         )
         piece(
-            "RetryPolicy.call around a send that succeeds",
-            lambda: lambda: hook._retry_policy.call(lambda r: response, request),
+            "the retry loop around a send that succeeds",
+            lambda: lambda: call(hook._shell(hook.get_conn()).retry_policy, lambda r: response, request),
         )
     finally:
         raw.close()

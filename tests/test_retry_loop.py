@@ -1,4 +1,4 @@
-"""``RetryPolicy.call`` and ``acall`` directly, on a fake sleep and clock: the same loop for both."""
+"""The retry loop (``_http.retrying.call``, ``acall``) directly, on a fake sleep and clock: one loop for both."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from airflow_provider_packly._http.retrying import acall, call
 from airflow_provider_packly.limits import DEADLINE_EXTENSION, Deadline
 from airflow_provider_packly.retries import (
     NOT_RESENT_EXTENSION,
@@ -40,9 +41,9 @@ def run(request):
 
         try:
             if request.param == "sync":
-                result: object = policy.call(send_once, sent)
+                result: object = call(policy, send_once, sent)
             else:
-                result = asyncio.run(policy.acall(asend_once, sent))
+                result = asyncio.run(acall(policy, asend_once, sent))
         except Exception as exc:
             result = exc
         return result, fake.waits, sends[0]

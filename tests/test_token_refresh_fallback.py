@@ -15,6 +15,7 @@ import threading
 import httpx
 import pytest
 
+from airflow_provider_packly._http.retrying import acall, call
 from airflow_provider_packly.auth import TokenCache, TokenSource
 from airflow_provider_packly.exceptions import PacklyAuthError
 from airflow_provider_packly.retries import RetryPolicy
@@ -45,12 +46,12 @@ class Endpoint(TokenServer):
         return super()._answer(number)
 
     def sync_send(self, request: httpx.Request) -> httpx.Response:
-        response = self.policy.call(self.send, request)
+        response = call(self.policy, self.send, request)
         response.request = request
         return response
 
     async def async_send(self, request: httpx.Request) -> httpx.Response:
-        response = await self.policy.acall(self.asend, request)
+        response = await acall(self.policy, self.asend, request)
         response.request = request
         return response
 

@@ -136,8 +136,8 @@ def test_a_connection_names_its_own_retry_setting(changes, message):
 
 
 def test_a_connections_retry_settings_make_its_policy():
-    """One mapping (``RETRY_SETTINGS``) from the connection's names to the policy's; the hook's
-    ``retry_policy_for`` builds the same policy field by field."""
+    """One mapping (``RETRY_SETTINGS``) from the connection's names to the policy's, used by the
+    hook's ``retry_policy_for``."""
     from airflow_provider_packly.hooks.packly import retry_policy_for
 
     connection = PacklyConnection(
@@ -158,6 +158,13 @@ def test_a_connections_retry_settings_make_its_policy():
     policy = RetryPolicy.for_connection(connection)
     assert type(policy) is RetryPolicy and type(RetryRules.for_connection(connection)) is RetryRules
     assert policy == retry_policy_for(connection)
+    assert (policy.max_attempts, policy.max_seconds, policy.backoff, policy.backoff_max, policy.retry_after_max) == (
+        3,
+        20,
+        0.25,
+        4,
+        30,
+    )
     assert set(settings.RETRY_SETTINGS) == {f.name for f in dataclasses.fields(RetryRules)}
 
 

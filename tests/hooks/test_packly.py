@@ -264,6 +264,18 @@ async def test_async_connection_lookup_from_environment_variable(monkeypatch):
         assert await hook.aget_token() == "tok-1"
 
 
+@pytest.fixture
+def below_the_masking_cap(monkeypatch):
+    """Registration stops after ``MAX_MASKED_TOKENS`` per process: start these tests below it,
+    whatever ran before them in this process."""
+    import itertools
+
+    import airflow_provider_packly._http.masking as module
+
+    monkeypatch.setattr(module, "_masked_tokens", itertools.count())
+
+
+@pytest.mark.usefixtures("below_the_masking_cap")
 def test_each_new_token_is_registered_with_the_secrets_masker(make_connection, mocker):
     mask = mocker.patch("airflow.sdk.log.mask_secret")
     with hook_for(FakePackly(), make_connection()) as hook:
@@ -273,6 +285,7 @@ def test_each_new_token_is_registered_with_the_secrets_masker(make_connection, m
 
 
 @pytest.mark.anyio
+@pytest.mark.usefixtures("below_the_masking_cap")
 async def test_async_masking_never_makes_the_blocking_call(make_connection, mocker):
     import airflow.sdk.log as sdk_log
 
@@ -290,10 +303,10 @@ def test_one_tls_context_per_process_built_off_the_event_loop(make_connection, m
     import asyncio
     import threading
 
-    import airflow_provider_packly.hooks.packly as module
+    import airflow_provider_packly._http.shell as module
     from airflow_provider_packly.tls import SslContexts
 
-    monkeypatch.setattr(module, "_SSL_CONTEXTS", SslContexts())
+    monkeypatch.setattr(module, "SSL_CONTEXTS", SslContexts())
     real = httpx.create_ssl_context
     built_on: list[str] = []
 
@@ -319,7 +332,7 @@ def test_one_tls_context_per_process_built_off_the_event_loop(make_connection, m
 def test_masker_registration_stops_at_the_cap(make_connection, mocker, monkeypatch):
     import itertools
 
-    import airflow_provider_packly.hooks.packly as module
+    import airflow_provider_packly._http.masking as module
 
     monkeypatch.setattr(module, "MAX_MASKED_TOKENS", 3)
     monkeypatch.setattr(module, "_masked_tokens", itertools.count())

@@ -24,10 +24,10 @@ def pki(tmp_path_factory):
 
 @pytest.fixture
 def contexts(monkeypatch):
-    import airflow_provider_packly.hooks.packly as module
+    import airflow_provider_packly._http.shell as module
 
     fresh = SslContexts()
-    monkeypatch.setattr(module, "_SSL_CONTEXTS", fresh)
+    monkeypatch.setattr(module, "SSL_CONTEXTS", fresh)
     return fresh
 
 
@@ -135,7 +135,7 @@ def test_proxy_password_is_given_to_the_masker_once_per_process(make_connection,
     password, registered once however many hooks use it (each registration is a round trip)."""
     from airflow.sdk import log as sdk_log
 
-    import airflow_provider_packly.hooks.packly as module
+    import airflow_provider_packly._http.masking as module
 
     monkeypatch.setattr(module, "_masked_proxy_passwords", set())
     mask = mocker.patch("airflow.sdk.log.mask_secret")

@@ -130,10 +130,10 @@ def test_a_child_forked_inside_an_event_loop_drops_the_async_clients_it_inherite
             shared = PacklyHook(connection=sandbox_settings(sandbox), shared_async_client=True)
             for hook in (own, shared):
                 assert (await hook.arequest("GET", ORDERS)).status_code == 200
-            from airflow_provider_packly.hooks import packly
+            from airflow_provider_packly._http import SHARED_ASYNC_CLIENTS
 
             def child() -> int:
-                return 0 if own._aclient is None and not packly._SHARED_ASYNC_CLIENTS._by_loop else 4
+                return 0 if own._aclient is None and not SHARED_ASYNC_CLIENTS._by_loop else 4
 
             status = run_in_child(child)
             await own.aclose()

@@ -69,7 +69,7 @@ def test_a_post_that_could_not_connect_was_not_sent(make_connection):
         port = probe.getsockname()[1]
     settings = make_connection(base_url=f"http://127.0.0.1:{port}", retry_max_attempts=1)
     with PacklyHook(connection=settings) as hook, pytest.raises(PacklyTransportError) as caught:
-        hook._send(hook.get_client(), hook.get_client().build_request("POST", WRITES, json={}), auth=None)
+        hook._shell(settings).request("POST", WRITES, auth=None, json={})  # no token request first
     assert "reachable" in str(caught.value) and MAY_HAVE not in str(caught.value)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from airflow_provider_packly._http.masking import MAX_MASKED_TOKENS
 from airflow_provider_packly.auth import REFRESH_BACKOFF_SECONDS
-from airflow_provider_packly.hooks.packly import MAX_MASKED_TOKENS
 from scripts.bad_input import CASES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ def _one(pattern: str) -> str:
 
 def test_the_documented_masker_cap_is_the_constant():
     assert int(_one(r"At most (\d+) tokens per process are registered with the masker")) == MAX_MASKED_TOKENS
-    assert "(`MAX_MASKED_TOKENS` in\n  `hooks/packly.py`)" in DOC
+    assert "(`MAX_MASKED_TOKENS` in\n  `_http/masking.py`)" in DOC
 
 
 def test_the_documented_refresh_back_off_is_the_constant():
