@@ -101,6 +101,14 @@ def test_the_connection_fixture_sets_the_environment_for_the_test(packly_connect
     assert packly_connection.state.token_requests_ok == 1
 
 
+def test_revoked_tokens_are_replaced_by_the_hook(packly_connection):
+    with PacklyHook() as hook:
+        hook.get_order("ORD-0017")
+        assert packly_connection.revoke_tokens() == 1
+        assert hook.get_order("ORD-0017")["status"] == "closed"
+    assert packly_connection.state.token_requests_ok == 2
+
+
 def test_importing_the_plugin_imports_neither_airflow_nor_the_sandbox():
     code = (
         "import sys\n"
@@ -180,6 +188,21 @@ def test_without_the_option_the_plugin_leaves_airflow_home_alone(tmp_path):
         {},
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_plugin_can_be_turned_off(tmp_path):
+    files = {"test_off.py": "def test_off(packly_sandbox):\n    pass\n"}
+    done = _pytest_in(tmp_path, files, {})
+    assert done.returncode == 0, done.stdout + done.stderr
+    off = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:packly"],
+        cwd=tmp_path,
+        env={key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "PYTEST_"))},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert off.returncode == 1 and "fixture 'packly_sandbox' not found" in off.stdout, off.stdout
 
 
 def test_a_dag_test_refuses_to_use_the_default_airflow_home(tmp_path):
