@@ -18,7 +18,7 @@ from airflow_provider_packly.retries import (
     attempts_made,
 )
 
-from .retry_time import FakeTime
+from ..retry_time import FakeTime
 
 
 @pytest.fixture(params=["sync", "async"])

@@ -13,7 +13,7 @@ from airflow_provider_packly.exceptions import PacklyAPIError, PacklyAuthError, 
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, RetryPolicy, parse_retry_after
 
-from .conftest import CLIENT_SECRET
+from ..conftest import CLIENT_SECRET
 
 POLICY = RetryPolicy()
 

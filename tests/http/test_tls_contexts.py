@@ -13,8 +13,8 @@ from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.tls import SslContexts, build_ssl_context
 
 from ..fakes import FakePackly
+from ..hooks.test_packly import hook_for
 from ..integration.tls_proxy_helpers import make_pki
-from .test_packly import hook_for
 
 
 @pytest.fixture(scope="module")

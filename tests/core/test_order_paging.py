@@ -18,7 +18,7 @@ from airflow_provider_packly.sandbox import SandboxConfig, run_sandbox
 from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger
 from airflow_provider_packly.triggers.rules import deadline_after
 
-from .fakes import order, sandbox_connection_json
+from ..fakes import order, sandbox_connection_json
 
 
 def capped(orders: list[dict], cap: int):

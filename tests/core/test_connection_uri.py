@@ -171,7 +171,7 @@ def test_readme_uri_examples_mean_what_the_readme_says(monkeypatch):
 
     from airflow.sdk import BaseHook
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     uris = dict(re.findall(r"export (AIRFLOW_CONN_\w+)='(packly://[^']+)'", readme))
     assert set(uris) == {"AIRFLOW_CONN_PACKLY_DEFAULT", "AIRFLOW_CONN_PACKLY_LIVE"}
     expected = {

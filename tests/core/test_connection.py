@@ -8,7 +8,7 @@ import pytest
 from airflow_provider_packly.connection import LIVE_BASE_URL, PacklyConnection
 from airflow_provider_packly.exceptions import PacklyConnectionConfigError
 
-from .conftest import CLIENT_SECRET
+from ..conftest import CLIENT_SECRET
 
 
 def from_fields(host: str | None = "http://127.0.0.1:8089", extra: dict | None = None, **fields: str | None):

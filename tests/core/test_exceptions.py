@@ -33,7 +33,7 @@ from airflow_provider_packly.triggers.rules import (
     is_transient,
 )
 
-from .fakes import SECRET, fake_connection
+from ..fakes import SECRET, fake_connection
 
 API_ERROR = PacklyAPIError(
     http_status=422,
