@@ -37,7 +37,7 @@ import pytest
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
-    from airflow_provider_packly.sandbox.app import SandboxConfig
+    from airflow_provider_packly.sandbox.config import SandboxConfig
     from airflow_provider_packly.testing.dag_runs import DagTestResult
     from airflow_provider_packly.testing.sandbox import PacklyTestSandbox
 
@@ -89,7 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def packly_sandbox_config() -> SandboxConfig:
     """The sandbox's configuration; override this fixture to change it (its clock is replaced)."""
-    from airflow_provider_packly.sandbox.app import SandboxConfig
+    from airflow_provider_packly.sandbox.config import SandboxConfig
 
     return SandboxConfig(order_step_seconds=TEST_ORDER_STEP_SECONDS)
 

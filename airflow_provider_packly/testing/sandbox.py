@@ -25,7 +25,7 @@ from urllib.parse import quote
 from airflow_provider_packly.sandbox import orders
 
 if TYPE_CHECKING:
-    from airflow_provider_packly.sandbox.app import SandboxConfig
+    from airflow_provider_packly.sandbox.config import SandboxConfig
     from airflow_provider_packly.sandbox.faults import FaultConfig
     from airflow_provider_packly.sandbox.state import SandboxState
 
@@ -221,7 +221,7 @@ def start_test_sandbox(config: SandboxConfig | None = None) -> Iterator[PacklyTe
     ``config`` is used as given except for its clock (``now``), which becomes the sandbox
     clock the test controls.
     """
-    from airflow_provider_packly.sandbox.app import SandboxConfig
+    from airflow_provider_packly.sandbox.config import SandboxConfig
     from airflow_provider_packly.sandbox.server import run_sandbox
 
     clock = SandboxClock()
