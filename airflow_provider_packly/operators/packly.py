@@ -13,10 +13,8 @@ DAG-parse cost: this module imports ``airflow.sdk`` and the provider's pure rule
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
 import hashlib
-import json as jsonlib
 import os
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -25,7 +23,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_packly.arguments import ArgumentCheck, CheckedArgumentsMixin
+from airflow_provider_packly.arguments import (
+    ArgumentCheck,
+    check_callable,
+    check_endpoint,
+    check_page_size,
+    literal,
+    parse_time,
+    whole_number,
+)
+from airflow_provider_packly.bases import PacklyTaskMixin
 from airflow_provider_packly.exceptions import PacklyError, quote_body, redactor_for
 from airflow_provider_packly.resources import (
     DIELINE_PATH,
@@ -44,8 +51,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
     from airflow.sdk.types import Logger
 
-    from airflow_provider_packly.hooks.packly import PacklyHook
-
 __all__ = [
     "PacklyDielineOperator",
     "PacklyOperator",
@@ -58,31 +63,11 @@ _LOCAL_PROTOCOLS = ("", "file", "local")
 _PDF_MAGIC = b"%PDF-"
 
 
-class _PacklyBaseOperator(CheckedArgumentsMixin, BaseOperator):
-    """The connection, the hook and the argument checks, shared by the Packly operators.
-
-    A subclass lists its rules in ``argument_checks``, calls ``self.check_arguments(parsing=True)``
-    at the end of ``__init__`` and ``self.check_arguments()`` first thing in ``execute``.
-    """
+class _PacklyBaseOperator(PacklyTaskMixin, BaseOperator):
+    """The Packly operators' base: the connection, the hook and the argument checks
+    (``bases.PacklyTaskMixin``)."""
 
     ui_color = "#fff1e0"
-
-    def __init__(self, *, packly_conn_id: str = "packly_default", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.packly_conn_id = packly_conn_id
-
-    def get_hook(self) -> PacklyHook:
-        """A new hook; the operator closes it (``with self.get_hook() as hook``)."""
-        from airflow_provider_packly.hooks.packly import PacklyHook
-
-        return PacklyHook(packly_conn_id=self.packly_conn_id)
-
-
-def _call_with_context(func: Callable[..., Any], response: Any, context: Context) -> Any:
-    """``func(response, **kwargs)`` with the context keys ``func`` asks for, as HttpOperator does."""
-    from airflow.sdk.bases.decorator import determine_kwargs
-
-    return func(response, **determine_kwargs(func, [response], context))
 
 
 class PacklyOperator(_PacklyBaseOperator):
@@ -108,7 +93,7 @@ class PacklyOperator(_PacklyBaseOperator):
 
     template_fields = ("endpoint", "method", "request_params", "json", "data", "headers")
     argument_checks = (
-        ArgumentCheck(("endpoint",), lambda endpoint: _check_endpoint(endpoint)),
+        ArgumentCheck(("endpoint",), check_endpoint),
         ArgumentCheck(("method",), lambda method: _check_method(method)),
     )
 
@@ -126,9 +111,8 @@ class PacklyOperator(_PacklyBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        for name, func in (("response_check", response_check), ("response_filter", response_filter)):
-            if func is not None and not callable(func):
-                raise PacklyValidationError(f"{name} must be a callable.")
+        check_callable("response_check", response_check)
+        check_callable("response_filter", response_filter)
         self.endpoint = endpoint
         self.method = method
         self.request_params = request_params
@@ -147,25 +131,18 @@ class PacklyOperator(_PacklyBaseOperator):
             response = hook.request(
                 method, self.endpoint, params=self.request_params, json=self.json, data=self.data, headers=self.headers
             )
-        if self.response_check is not None and not _call_with_context(self.response_check, response, context):
+        if self.response_check is not None and not self.call_with_context(self.response_check, response, context):
             raise AirflowException(
                 f"response_check returned a false value for Packly's answer to {method} {self.endpoint} "
                 f"(HTTP {response.status_code})."
             )
         if self.response_filter is not None:
-            return _call_with_context(self.response_filter, response, context)
+            return self.call_with_context(self.response_filter, response, context)
         if not response.content:
             return None
         from airflow_provider_packly.hooks.packly import json_body
 
         return json_body(response)
-
-
-def _check_endpoint(endpoint: Any) -> str:
-    """An endpoint path; shared by ``PacklyOperator`` and ``PacklySensor``."""
-    if not isinstance(endpoint, str) or not endpoint.strip():
-        raise PacklyValidationError(f"endpoint must be a path such as '/v1/reseller/orders'; got {endpoint!r}.")
-    return endpoint
 
 
 def _check_method(method: Any) -> str:
@@ -313,32 +290,9 @@ def _check_output_path(output_path: Any) -> Any:
     return output_path
 
 
-def _literal(value: Any, name: str) -> Any:
-    """A rendered template that should have been a list or dict: parse JSON or a Python literal.
-
-    Jinja renders ``{{ params.boxes }}`` as the Python ``repr`` of the list unless the DAG sets
-    ``render_template_as_native_obj=True``.
-    """
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if not text.startswith(("[", "(", "{")):
-        return value  # e.g. one status, "closed"
-    try:
-        return jsonlib.loads(text)
-    except ValueError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise PacklyValidationError(
-            f"{name} rendered to a string that is neither JSON nor a Python literal: {text[:80]!r}."
-        ) from None
-
-
 def _check_items(items: Any) -> list[dict[str, Any]]:
     """The quotation items as a list, each checked (a rendered template is read back first)."""
-    items = _literal(items, "items")
+    items = literal(items, "items")
     if isinstance(items, Mapping) or not isinstance(items, Iterable) or isinstance(items, (str, bytes)):
         raise PacklyValidationError(f"items must be a list of quotation items; got {type(items).__name__}.")
     checked: list[dict[str, Any]] = list(items)
@@ -391,31 +345,6 @@ class PacklyQuotationOperator(_PacklyBaseOperator):
             return hook.get_quotation(items, shipping)
 
 
-def _parse_time(value: Any, name: str) -> dt.datetime | None:
-    """A timestamp (datetime or ISO-8601 text) as an aware UTC datetime; naive means UTC."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, dt.datetime):
-        parsed = value
-    elif isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise PacklyValidationError(f"{name} must be an ISO-8601 timestamp; got {value!r}.") from None
-    else:
-        raise PacklyValidationError(f"{name} must be a datetime or an ISO-8601 timestamp; got {value!r}.")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
-
-
-def _whole_number(value: Any) -> Any:
-    """A whole number rendered from a template (``"50"``) as an int; anything else unchanged."""
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return value
-
-
 def _flag(value: Any, name: str) -> bool:
     """A bool, or its rendering by a template (``"True"``, ``"false"``)."""
     if isinstance(value, bool):
@@ -429,7 +358,7 @@ def _check_statuses(statuses: Any) -> tuple[str, ...] | None:
     """The order statuses to keep (``None``: all); a rendered list is read back first."""
     if statuses is None:
         return None
-    return normalise_statuses(_literal(statuses, "statuses"), name="statuses", allowed=ORDER_STATUSES)
+    return normalise_statuses(literal(statuses, "statuses"), name="statuses", allowed=ORDER_STATUSES)
 
 
 def _check_time_filter(since: Any, until: Any, use_data_interval: Any, timestamp_field: Any) -> None:
@@ -442,7 +371,7 @@ def _check_time_filter(since: Any, until: Any, use_data_interval: Any, timestamp
 
 
 def _check_max_orders(max_orders: Any) -> int | None:
-    max_orders = _whole_number(max_orders)
+    max_orders = whole_number(max_orders)
     if max_orders is not None and (isinstance(max_orders, bool) or not isinstance(max_orders, int) or max_orders <= 0):
         raise PacklyValidationError(f"max_orders must be a positive whole number or None; got {max_orders!r}.")
     return max_orders
@@ -486,8 +415,8 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
     )
     argument_checks = (
         ArgumentCheck(("statuses",), lambda statuses: _check_statuses(statuses)),
-        ArgumentCheck(("since",), lambda since: _parse_time(since, "since")),
-        ArgumentCheck(("until",), lambda until: _parse_time(until, "until")),
+        ArgumentCheck(("since",), lambda since: parse_time(since, "since")),
+        ArgumentCheck(("until",), lambda until: parse_time(until, "until")),
         ArgumentCheck(
             ("since", "until", "use_data_interval", "timestamp_field"),
             lambda since, until, use_data_interval, timestamp_field: _check_time_filter(
@@ -496,7 +425,8 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
         ),
         ArgumentCheck(("max_orders",), lambda max_orders: _check_max_orders(max_orders)),
         ArgumentCheck(
-            ("page_size", "sort"), lambda page_size, sort: orders_page_params(0, _whole_number(page_size), sort)
+            ("page_size", "sort"),
+            lambda page_size, sort: orders_page_params(0, check_page_size(page_size, name="limit"), sort),
         ),
     )
 
@@ -525,13 +455,13 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
         self.check_arguments(parsing=True)
 
     def _window(self, context: Context) -> tuple[dt.datetime | None, dt.datetime | None]:
-        since = _parse_time(self.since, "since")
-        until = _parse_time(self.until, "until")
+        since = parse_time(self.since, "since")
+        until = parse_time(self.until, "until")
         if _flag(self.use_data_interval, "use_data_interval"):
             if since is None:
-                since = _parse_time(context.get("data_interval_start"), "data_interval_start")
+                since = parse_time(context.get("data_interval_start"), "data_interval_start")
             if until is None:
-                until = _parse_time(context.get("data_interval_end"), "data_interval_end")
+                until = parse_time(context.get("data_interval_end"), "data_interval_end")
             if since is None and until is None:
                 self.log.warning("use_data_interval is set but this run has no data interval; no time filter applied.")
         return since, until
@@ -540,7 +470,7 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
         field = str(self.timestamp_field)
         raw = order.get(field)
         try:
-            parsed = _parse_time(raw, field)
+            parsed = parse_time(raw, field)
         except PacklyValidationError:
             parsed = None
         if parsed is None:
@@ -560,7 +490,7 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
         orders: list[dict[str, Any]] = []
         seen = 0
         with self.get_hook() as hook:
-            pages = hook.iter_orders(sort=self.sort, limit=_whole_number(self.page_size))
+            pages = hook.iter_orders(sort=self.sort, limit=check_page_size(self.page_size, name="limit"))
             try:
                 for order in pages:
                     seen += 1
