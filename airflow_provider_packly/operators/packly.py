@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import Asset, AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_packly.arguments import (
@@ -30,13 +30,17 @@ from airflow_provider_packly.arguments import (
     check_page_size,
     literal,
     parse_time,
+    resolved_at_runtime,
     whole_number,
 )
 from airflow_provider_packly.bases import PacklyTaskMixin
 from airflow_provider_packly.exceptions import PacklyError, quote_body, redactor_for
+from airflow_provider_packly.operators.lineage import LOCAL_PROTOCOLS, asset_uri
 from airflow_provider_packly.resources import (
     DIELINE_PATH,
     ORDER_STATUSES,
+    ORDERS_PATH,
+    QUOTATION_PATH,
     PacklyValidationError,
     dieline_params,
     dimension,
@@ -48,8 +52,11 @@ from airflow_provider_packly.resources import (
 from airflow_provider_packly.triggers.rules import normalise_statuses
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context, ObjectStoragePath
     from airflow.sdk.types import Logger
+
+    from airflow_provider_packly.hooks.packly import PacklyHook
 
 __all__ = [
     "PacklyDielineOperator",
@@ -59,15 +66,30 @@ __all__ = [
 ]
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
-_LOCAL_PROTOCOLS = ("", "file", "local")
 _PDF_MAGIC = b"%PDF-"
 
 
 class _PacklyBaseOperator(PacklyTaskMixin, BaseOperator):
     """The Packly operators' base: the connection, the hook and the argument checks
-    (``bases.PacklyTaskMixin``)."""
+    (``bases.PacklyTaskMixin``), and their OpenLineage facets."""
 
     ui_color = "#fff1e0"
+    #: What this run read (the connection's Base URL, the endpoint) and wrote, set by
+    #: ``execute`` for ``get_openlineage_facets_on_complete``.
+    _lineage_read: tuple[str, str] | None = None
+    _lineage_written: ObjectStoragePath | None = None
+
+    def _note_read(self, hook: PacklyHook, endpoint: str) -> None:
+        """Remember the endpoint this run calls, for OpenLineage (no lookup: the hook has the connection)."""
+        self._lineage_read = (hook.get_conn().base_url, endpoint)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any]:
+        """OpenLineage's inputs and outputs of the run: the Packly endpoint as a dataset, and
+        (``PacklyDielineOperator``) the file written. Called by Airflow's OpenLineage provider when
+        it is installed (the ``openlineage`` extra); nothing of OpenLineage is imported before."""
+        from airflow_provider_packly.operators.lineage import operator_lineage
+
+        return operator_lineage(self._lineage_read, self._lineage_written)
 
 
 class PacklyOperator(_PacklyBaseOperator):
@@ -128,6 +150,7 @@ class PacklyOperator(_PacklyBaseOperator):
         method = _check_method(self.method)
         self.log.info("Calling Packly: %s %s", method, self.endpoint)
         with self.get_hook() as hook:
+            self._note_read(hook, self.endpoint)
             response = hook.request(
                 method, self.endpoint, params=self.request_params, json=self.json, data=self.data, headers=self.headers
             )
@@ -160,6 +183,15 @@ class PacklyDielineOperator(_PacklyBaseOperator):
     object-storage file is written in place and deleted on failure.
 
     Returns ``{"path": str, "bytes": int, "sha256": hex}``.
+
+    **Assets.** The written file is an outlet ``Asset`` whose URI is the path's
+    (``file:///data/box.pdf``, ``s3://bucket/box.pdf``; no connection id), so a DAG scheduled on
+    it runs after each new dieline; the asset event's ``extra`` carries ``bytes`` and ``sha256``.
+    When ``output_path`` is known as the DAG file is parsed (and absolute, if local), the
+    operator adds that ``Asset`` to ``outlets`` itself. When it is known only at run time (a
+    template, an upstream output), list an ``AssetAlias`` in ``outlets``: each run attaches the
+    file it wrote to every ``AssetAlias`` there, and DAGs scheduled on the alias run. Hook
+    lineage records the final path, never the temporary file.
 
     :param article: Box type code, e.g. ``s020_v1`` (templated).
     :param material: Material code, e.g. ``SBS300`` (templated).
@@ -207,19 +239,32 @@ class PacklyDielineOperator(_PacklyBaseOperator):
         self.output_path = output_path
         self.output_conn_id = output_conn_id
         self.check_arguments(parsing=True)
+        self._declare_output_asset()
+
+    def _declare_output_asset(self) -> None:
+        """Add the output file's ``Asset`` to ``outlets`` when its URI is known now (see the class)."""
+        if resolved_at_runtime(self.output_path):
+            return  # a template or an upstream output: an AssetAlias in outlets covers it
+        uri = asset_uri(self._target(), absolute_only=True)
+        if uri is None:
+            return  # a relative local path: absolute only where the task runs
+        asset = Asset(uri)
+        if not any(isinstance(outlet, Asset) and outlet.uri == asset.uri for outlet in self.outlets):
+            self.outlets.append(asset)
 
     def _target(self) -> ObjectStoragePath:
         from airflow.sdk import ObjectStoragePath
 
         if isinstance(self.output_path, ObjectStoragePath):
             return self.output_path
-        return ObjectStoragePath(str(_check_output_path(self.output_path)), conn_id=self.output_conn_id or None)
+        conn_id = None if resolved_at_runtime(self.output_conn_id) else self.output_conn_id or None
+        return ObjectStoragePath(str(_check_output_path(self.output_path)), conn_id=conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         self.check_arguments()
         params = dieline_params(self.article, self.material, self.width, self.depth, self.height, type="pdf")
         path = self._target()
-        local = path.protocol in _LOCAL_PROTOCOLS
+        local = path.protocol in LOCAL_PROTOCOLS
         if local:
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
@@ -236,9 +281,12 @@ class PacklyDielineOperator(_PacklyBaseOperator):
                     "GET", DIELINE_PATH, params=params, headers={"Accept": "application/pdf, application/json"}
                 ) as response,
             ):
+                self._note_read(hook, DIELINE_PATH)
                 head = b""
                 writing = True
-                with partial.open("wb") as out:
+                # Through the file system, not ``partial.open``: that records every path it writes
+                # as hook lineage, here the temporary file. The final path is recorded below.
+                with partial.fs.open(partial.path, "wb") as out:
                     for chunk in response.iter_bytes():
                         if len(head) < len(_PDF_MAGIC):
                             head += chunk[: len(_PDF_MAGIC) - len(head)]
@@ -264,7 +312,27 @@ class PacklyDielineOperator(_PacklyBaseOperator):
             raise
         result = {"path": str(path), "bytes": size, "sha256": digest.hexdigest()}
         self.log.info("Wrote the dieline: %s (%d bytes, sha256 %s)", result["path"], size, result["sha256"])
+        self._record_output(context, path, {"bytes": size, "sha256": result["sha256"]})
         return result
+
+    def _record_output(self, context: Context, path: ObjectStoragePath, extra: dict[str, Any]) -> None:
+        """The written file as hook lineage, as this run's event of its outlet ``Asset`` (with
+        ``extra``) and of every outlet ``AssetAlias``, and for OpenLineage."""
+        from airflow.sdk.lineage import get_hook_lineage_collector
+
+        uri = asset_uri(path)
+        assert uri is not None  # only absolute_only gives None
+        get_hook_lineage_collector().add_output_asset(context=path, uri=uri)
+        self._lineage_written = path
+        events = context.get("outlet_events")
+        if events is None:
+            return  # e.g. execute() called outside a task run
+        asset = Asset(uri)
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset) and outlet.uri == asset.uri:
+                events[outlet].extra.update(extra)
+            elif isinstance(outlet, AssetAlias):
+                events[outlet].add(asset, extra=dict(extra))
 
 
 def _remove_quietly(path: ObjectStoragePath, log: Logger) -> None:
@@ -342,6 +410,7 @@ class PacklyQuotationOperator(_PacklyBaseOperator):
             "Asking Packly for a quotation of %d item(s)%s", len(items), f" shipped to {shipping}" if shipping else ""
         )
         with self.get_hook() as hook:
+            self._note_read(hook, QUOTATION_PATH)
             return hook.get_quotation(items, shipping)
 
 
@@ -490,6 +559,7 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
         orders: list[dict[str, Any]] = []
         seen = 0
         with self.get_hook() as hook:
+            self._note_read(hook, ORDERS_PATH)
             pages = hook.iter_orders(sort=self.sort, limit=check_page_size(self.page_size, name="limit"))
             try:
                 for order in pages:
