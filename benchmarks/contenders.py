@@ -156,12 +156,31 @@ def authlib_module() -> Any:
     return httpx_client
 
 
+def _authlib_transport(target: Target) -> Any:
+    """``target``'s in-process transport, built with the HTTP library Authlib runs on.
+
+    Authlib uses httpx2 when it is installed (openlineage-python, of the ``openlineage`` extra,
+    brings it) and refuses an httpx transport then: the mock Packly is wrapped for httpx2.
+    """
+    from authlib.integrations.httpx_client._compat import httpx2 as http
+
+    if http is httpx or not target.in_process:
+        return target.transport()
+
+    def handler(request: Any) -> Any:
+        headers = request.headers.multi_items()
+        answer = mock_handler(httpx.Request(request.method, str(request.url), headers=headers, content=request.content))
+        return http.Response(answer.status_code, headers=answer.headers.multi_items(), content=answer.content)
+
+    return http.MockTransport(handler)
+
+
 class Authlib(SyncContender):
     name = "authlib"
     label = "Authlib OAuth2Client"
 
     def __init__(self, target: Target) -> None:
-        self.client = authlib_module().OAuth2Client(transport=target.transport(), **_authlib_kwargs(target))
+        self.client = authlib_module().OAuth2Client(transport=_authlib_transport(target), **_authlib_kwargs(target))
         self.client.fetch_token()
 
     def call(self) -> None:
@@ -334,7 +353,7 @@ class AsyncAuthlib(AsyncContender):
 
     async def open(self) -> None:
         self.client = authlib_module().AsyncOAuth2Client(
-            transport=self.target.async_transport(), **_authlib_kwargs(self.target)
+            transport=_authlib_transport(self.target), **_authlib_kwargs(self.target)
         )
         await self.client.fetch_token()
 

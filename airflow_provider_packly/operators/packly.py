@@ -13,23 +13,34 @@ DAG-parse cost: this module imports ``airflow.sdk`` and the provider's pure rule
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
 import hashlib
-import json as jsonlib
 import os
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import Asset, AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_packly.arguments import ArgumentCheck, CheckedArgumentsMixin
+from airflow_provider_packly.arguments import (
+    ArgumentCheck,
+    check_callable,
+    check_endpoint,
+    check_page_size,
+    literal,
+    parse_time,
+    resolved_at_runtime,
+    whole_number,
+)
+from airflow_provider_packly.bases import PacklyTaskMixin
 from airflow_provider_packly.exceptions import PacklyError, quote_body, redactor_for
+from airflow_provider_packly.operators.lineage import LOCAL_PROTOCOLS, asset_uri
 from airflow_provider_packly.resources import (
     DIELINE_PATH,
     ORDER_STATUSES,
+    ORDERS_PATH,
+    QUOTATION_PATH,
     PacklyValidationError,
     dieline_params,
     dimension,
@@ -41,6 +52,7 @@ from airflow_provider_packly.resources import (
 from airflow_provider_packly.triggers.rules import normalise_statuses
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context, ObjectStoragePath
     from airflow.sdk.types import Logger
 
@@ -54,35 +66,30 @@ __all__ = [
 ]
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
-_LOCAL_PROTOCOLS = ("", "file", "local")
 _PDF_MAGIC = b"%PDF-"
 
 
-class _PacklyBaseOperator(CheckedArgumentsMixin, BaseOperator):
-    """The connection, the hook and the argument checks, shared by the Packly operators.
-
-    A subclass lists its rules in ``argument_checks``, calls ``self.check_arguments(parsing=True)``
-    at the end of ``__init__`` and ``self.check_arguments()`` first thing in ``execute``.
-    """
+class _PacklyBaseOperator(PacklyTaskMixin, BaseOperator):
+    """The Packly operators' base: the connection, the hook and the argument checks
+    (``bases.PacklyTaskMixin``), and their OpenLineage facets."""
 
     ui_color = "#fff1e0"
+    #: What this run read (the connection's Base URL, the endpoint) and wrote, set by
+    #: ``execute`` for ``get_openlineage_facets_on_complete``.
+    _lineage_read: tuple[str, str] | None = None
+    _lineage_written: ObjectStoragePath | None = None
 
-    def __init__(self, *, packly_conn_id: str = "packly_default", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.packly_conn_id = packly_conn_id
+    def _note_read(self, hook: PacklyHook, endpoint: str) -> None:
+        """Remember the endpoint this run calls, for OpenLineage (no lookup: the hook has the connection)."""
+        self._lineage_read = (hook.get_conn().base_url, endpoint)
 
-    def get_hook(self) -> PacklyHook:
-        """A new hook; the operator closes it (``with self.get_hook() as hook``)."""
-        from airflow_provider_packly.hooks.packly import PacklyHook
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any]:
+        """OpenLineage's inputs and outputs of the run: the Packly endpoint as a dataset, and
+        (``PacklyDielineOperator``) the file written. Called by Airflow's OpenLineage provider when
+        it is installed (the ``openlineage`` extra); nothing of OpenLineage is imported before."""
+        from airflow_provider_packly.operators.lineage import operator_lineage
 
-        return PacklyHook(packly_conn_id=self.packly_conn_id)
-
-
-def _call_with_context(func: Callable[..., Any], response: Any, context: Context) -> Any:
-    """``func(response, **kwargs)`` with the context keys ``func`` asks for, as HttpOperator does."""
-    from airflow.sdk.bases.decorator import determine_kwargs
-
-    return func(response, **determine_kwargs(func, [response], context))
+        return operator_lineage(self._lineage_read, self._lineage_written)
 
 
 class PacklyOperator(_PacklyBaseOperator):
@@ -108,7 +115,7 @@ class PacklyOperator(_PacklyBaseOperator):
 
     template_fields = ("endpoint", "method", "request_params", "json", "data", "headers")
     argument_checks = (
-        ArgumentCheck(("endpoint",), lambda endpoint: _check_endpoint(endpoint)),
+        ArgumentCheck(("endpoint",), check_endpoint),
         ArgumentCheck(("method",), lambda method: _check_method(method)),
     )
 
@@ -126,9 +133,8 @@ class PacklyOperator(_PacklyBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        for name, func in (("response_check", response_check), ("response_filter", response_filter)):
-            if func is not None and not callable(func):
-                raise PacklyValidationError(f"{name} must be a callable.")
+        check_callable("response_check", response_check)
+        check_callable("response_filter", response_filter)
         self.endpoint = endpoint
         self.method = method
         self.request_params = request_params
@@ -144,28 +150,22 @@ class PacklyOperator(_PacklyBaseOperator):
         method = _check_method(self.method)
         self.log.info("Calling Packly: %s %s", method, self.endpoint)
         with self.get_hook() as hook:
+            self._note_read(hook, self.endpoint)
             response = hook.request(
                 method, self.endpoint, params=self.request_params, json=self.json, data=self.data, headers=self.headers
             )
-        if self.response_check is not None and not _call_with_context(self.response_check, response, context):
+        if self.response_check is not None and not self.call_with_context(self.response_check, response, context):
             raise AirflowException(
                 f"response_check returned a false value for Packly's answer to {method} {self.endpoint} "
                 f"(HTTP {response.status_code})."
             )
         if self.response_filter is not None:
-            return _call_with_context(self.response_filter, response, context)
+            return self.call_with_context(self.response_filter, response, context)
         if not response.content:
             return None
         from airflow_provider_packly.hooks.packly import json_body
 
         return json_body(response)
-
-
-def _check_endpoint(endpoint: Any) -> str:
-    """An endpoint path; shared by ``PacklyOperator`` and ``PacklySensor``."""
-    if not isinstance(endpoint, str) or not endpoint.strip():
-        raise PacklyValidationError(f"endpoint must be a path such as '/v1/reseller/orders'; got {endpoint!r}.")
-    return endpoint
 
 
 def _check_method(method: Any) -> str:
@@ -183,6 +183,15 @@ class PacklyDielineOperator(_PacklyBaseOperator):
     object-storage file is written in place and deleted on failure.
 
     Returns ``{"path": str, "bytes": int, "sha256": hex}``.
+
+    **Assets.** The written file is an outlet ``Asset`` whose URI is the path's
+    (``file:///data/box.pdf``, ``s3://bucket/box.pdf``; no connection id), so a DAG scheduled on
+    it runs after each new dieline; the asset event's ``extra`` carries ``bytes`` and ``sha256``.
+    When ``output_path`` is known as the DAG file is parsed (and absolute, if local), the
+    operator adds that ``Asset`` to ``outlets`` itself. When it is known only at run time (a
+    template, an upstream output), list an ``AssetAlias`` in ``outlets``: each run attaches the
+    file it wrote to every ``AssetAlias`` there, and DAGs scheduled on the alias run. Hook
+    lineage records the final path, never the temporary file.
 
     :param article: Box type code, e.g. ``s020_v1`` (templated).
     :param material: Material code, e.g. ``SBS300`` (templated).
@@ -230,19 +239,32 @@ class PacklyDielineOperator(_PacklyBaseOperator):
         self.output_path = output_path
         self.output_conn_id = output_conn_id
         self.check_arguments(parsing=True)
+        self._declare_output_asset()
+
+    def _declare_output_asset(self) -> None:
+        """Add the output file's ``Asset`` to ``outlets`` when its URI is known now (see the class)."""
+        if resolved_at_runtime(self.output_path):
+            return  # a template or an upstream output: an AssetAlias in outlets covers it
+        uri = asset_uri(self._target(), absolute_only=True)
+        if uri is None:
+            return  # a relative local path: absolute only where the task runs
+        asset = Asset(uri)
+        if not any(isinstance(outlet, Asset) and outlet.uri == asset.uri for outlet in self.outlets):
+            self.outlets.append(asset)
 
     def _target(self) -> ObjectStoragePath:
         from airflow.sdk import ObjectStoragePath
 
         if isinstance(self.output_path, ObjectStoragePath):
             return self.output_path
-        return ObjectStoragePath(str(_check_output_path(self.output_path)), conn_id=self.output_conn_id or None)
+        conn_id = None if resolved_at_runtime(self.output_conn_id) else self.output_conn_id or None
+        return ObjectStoragePath(str(_check_output_path(self.output_path)), conn_id=conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         self.check_arguments()
         params = dieline_params(self.article, self.material, self.width, self.depth, self.height, type="pdf")
         path = self._target()
-        local = path.protocol in _LOCAL_PROTOCOLS
+        local = path.protocol in LOCAL_PROTOCOLS
         if local:
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
@@ -259,9 +281,12 @@ class PacklyDielineOperator(_PacklyBaseOperator):
                     "GET", DIELINE_PATH, params=params, headers={"Accept": "application/pdf, application/json"}
                 ) as response,
             ):
+                self._note_read(hook, DIELINE_PATH)
                 head = b""
                 writing = True
-                with partial.open("wb") as out:
+                # Through the file system, not ``partial.open``: that records every path it writes
+                # as hook lineage, here the temporary file. The final path is recorded below.
+                with partial.fs.open(partial.path, "wb") as out:
                     for chunk in response.iter_bytes():
                         if len(head) < len(_PDF_MAGIC):
                             head += chunk[: len(_PDF_MAGIC) - len(head)]
@@ -287,7 +312,27 @@ class PacklyDielineOperator(_PacklyBaseOperator):
             raise
         result = {"path": str(path), "bytes": size, "sha256": digest.hexdigest()}
         self.log.info("Wrote the dieline: %s (%d bytes, sha256 %s)", result["path"], size, result["sha256"])
+        self._record_output(context, path, {"bytes": size, "sha256": result["sha256"]})
         return result
+
+    def _record_output(self, context: Context, path: ObjectStoragePath, extra: dict[str, Any]) -> None:
+        """The written file as hook lineage, as this run's event of its outlet ``Asset`` (with
+        ``extra``) and of every outlet ``AssetAlias``, and for OpenLineage."""
+        from airflow.sdk.lineage import get_hook_lineage_collector
+
+        uri = asset_uri(path)
+        assert uri is not None  # only absolute_only gives None
+        get_hook_lineage_collector().add_output_asset(context=path, uri=uri)
+        self._lineage_written = path
+        events = context.get("outlet_events")
+        if events is None:
+            return  # e.g. execute() called outside a task run
+        asset = Asset(uri)
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset) and outlet.uri == asset.uri:
+                events[outlet].extra.update(extra)
+            elif isinstance(outlet, AssetAlias):
+                events[outlet].add(asset, extra=dict(extra))
 
 
 def _remove_quietly(path: ObjectStoragePath, log: Logger) -> None:
@@ -313,32 +358,9 @@ def _check_output_path(output_path: Any) -> Any:
     return output_path
 
 
-def _literal(value: Any, name: str) -> Any:
-    """A rendered template that should have been a list or dict: parse JSON or a Python literal.
-
-    Jinja renders ``{{ params.boxes }}`` as the Python ``repr`` of the list unless the DAG sets
-    ``render_template_as_native_obj=True``.
-    """
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if not text.startswith(("[", "(", "{")):
-        return value  # e.g. one status, "closed"
-    try:
-        return jsonlib.loads(text)
-    except ValueError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise PacklyValidationError(
-            f"{name} rendered to a string that is neither JSON nor a Python literal: {text[:80]!r}."
-        ) from None
-
-
 def _check_items(items: Any) -> list[dict[str, Any]]:
     """The quotation items as a list, each checked (a rendered template is read back first)."""
-    items = _literal(items, "items")
+    items = literal(items, "items")
     if isinstance(items, Mapping) or not isinstance(items, Iterable) or isinstance(items, (str, bytes)):
         raise PacklyValidationError(f"items must be a list of quotation items; got {type(items).__name__}.")
     checked: list[dict[str, Any]] = list(items)
@@ -388,32 +410,8 @@ class PacklyQuotationOperator(_PacklyBaseOperator):
             "Asking Packly for a quotation of %d item(s)%s", len(items), f" shipped to {shipping}" if shipping else ""
         )
         with self.get_hook() as hook:
+            self._note_read(hook, QUOTATION_PATH)
             return hook.get_quotation(items, shipping)
-
-
-def _parse_time(value: Any, name: str) -> dt.datetime | None:
-    """A timestamp (datetime or ISO-8601 text) as an aware UTC datetime; naive means UTC."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, dt.datetime):
-        parsed = value
-    elif isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise PacklyValidationError(f"{name} must be an ISO-8601 timestamp; got {value!r}.") from None
-    else:
-        raise PacklyValidationError(f"{name} must be a datetime or an ISO-8601 timestamp; got {value!r}.")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
-
-
-def _whole_number(value: Any) -> Any:
-    """A whole number rendered from a template (``"50"``) as an int; anything else unchanged."""
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return value
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -429,7 +427,7 @@ def _check_statuses(statuses: Any) -> tuple[str, ...] | None:
     """The order statuses to keep (``None``: all); a rendered list is read back first."""
     if statuses is None:
         return None
-    return normalise_statuses(_literal(statuses, "statuses"), name="statuses", allowed=ORDER_STATUSES)
+    return normalise_statuses(literal(statuses, "statuses"), name="statuses", allowed=ORDER_STATUSES)
 
 
 def _check_time_filter(since: Any, until: Any, use_data_interval: Any, timestamp_field: Any) -> None:
@@ -442,7 +440,7 @@ def _check_time_filter(since: Any, until: Any, use_data_interval: Any, timestamp
 
 
 def _check_max_orders(max_orders: Any) -> int | None:
-    max_orders = _whole_number(max_orders)
+    max_orders = whole_number(max_orders)
     if max_orders is not None and (isinstance(max_orders, bool) or not isinstance(max_orders, int) or max_orders <= 0):
         raise PacklyValidationError(f"max_orders must be a positive whole number or None; got {max_orders!r}.")
     return max_orders
@@ -486,8 +484,8 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
     )
     argument_checks = (
         ArgumentCheck(("statuses",), lambda statuses: _check_statuses(statuses)),
-        ArgumentCheck(("since",), lambda since: _parse_time(since, "since")),
-        ArgumentCheck(("until",), lambda until: _parse_time(until, "until")),
+        ArgumentCheck(("since",), lambda since: parse_time(since, "since")),
+        ArgumentCheck(("until",), lambda until: parse_time(until, "until")),
         ArgumentCheck(
             ("since", "until", "use_data_interval", "timestamp_field"),
             lambda since, until, use_data_interval, timestamp_field: _check_time_filter(
@@ -496,7 +494,8 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
         ),
         ArgumentCheck(("max_orders",), lambda max_orders: _check_max_orders(max_orders)),
         ArgumentCheck(
-            ("page_size", "sort"), lambda page_size, sort: orders_page_params(0, _whole_number(page_size), sort)
+            ("page_size", "sort"),
+            lambda page_size, sort: orders_page_params(0, check_page_size(page_size, name="limit"), sort),
         ),
     )
 
@@ -525,13 +524,13 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
         self.check_arguments(parsing=True)
 
     def _window(self, context: Context) -> tuple[dt.datetime | None, dt.datetime | None]:
-        since = _parse_time(self.since, "since")
-        until = _parse_time(self.until, "until")
+        since = parse_time(self.since, "since")
+        until = parse_time(self.until, "until")
         if _flag(self.use_data_interval, "use_data_interval"):
             if since is None:
-                since = _parse_time(context.get("data_interval_start"), "data_interval_start")
+                since = parse_time(context.get("data_interval_start"), "data_interval_start")
             if until is None:
-                until = _parse_time(context.get("data_interval_end"), "data_interval_end")
+                until = parse_time(context.get("data_interval_end"), "data_interval_end")
             if since is None and until is None:
                 self.log.warning("use_data_interval is set but this run has no data interval; no time filter applied.")
         return since, until
@@ -540,7 +539,7 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
         field = str(self.timestamp_field)
         raw = order.get(field)
         try:
-            parsed = _parse_time(raw, field)
+            parsed = parse_time(raw, field)
         except PacklyValidationError:
             parsed = None
         if parsed is None:
@@ -560,7 +559,8 @@ class PacklyOrdersOperator(_PacklyBaseOperator):
         orders: list[dict[str, Any]] = []
         seen = 0
         with self.get_hook() as hook:
-            pages = hook.iter_orders(sort=self.sort, limit=_whole_number(self.page_size))
+            self._note_read(hook, ORDERS_PATH)
+            pages = hook.iter_orders(sort=self.sort, limit=check_page_size(self.page_size, name="limit"))
             try:
                 for order in pages:
                     seen += 1

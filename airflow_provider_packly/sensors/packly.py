@@ -29,9 +29,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
-from airflow_provider_packly.arguments import ArgumentCheck, CheckedArgumentsMixin, resolved_at_runtime
+from airflow_provider_packly.arguments import (
+    ArgumentCheck,
+    check_callable,
+    check_endpoint,
+    check_page_size,
+    literal,
+    resolved_at_runtime,
+)
+from airflow_provider_packly.bases import PacklyTaskMixin
 from airflow_provider_packly.exceptions import PacklyError
-from airflow_provider_packly.operators.packly import _check_endpoint, _literal
 from airflow_provider_packly.resources import PacklyValidationError
 from airflow_provider_packly.triggers.rules import (
     ConditionResult,
@@ -47,8 +54,6 @@ from airflow_provider_packly.triggers.rules import (
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from airflow_provider_packly.hooks.packly import PacklyHook
 
 __all__ = ["PacklyOrderProductsShippedSensor", "PacklyOrderStatusSensor", "PacklySensor"]
 
@@ -66,15 +71,7 @@ def _check_order_id(order_id: Any) -> str:
     return order_id.strip()
 
 
-def _check_page_size(page_size: Any) -> int:
-    if isinstance(page_size, str) and page_size.strip().isdigit():  # rendered from a template
-        page_size = int(page_size.strip())
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size <= 0:
-        raise PacklyValidationError(f"page_size must be a positive whole number; got {page_size!r}.")
-    return page_size
-
-
-class _PacklySensorBase(CheckedArgumentsMixin, BaseSensorOperator):
+class _PacklySensorBase(PacklyTaskMixin, BaseSensorOperator):
     """What the Packly sensors share: the connection, the hook, the argument checks, deferral.
 
     **Every poke goes through Airflow's own sensor loop** (``BaseSensorOperator.execute``), in
@@ -89,21 +86,13 @@ class _PacklySensorBase(CheckedArgumentsMixin, BaseSensorOperator):
     def __init__(
         self,
         *,
-        packly_conn_id: str = "packly_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.packly_conn_id = packly_conn_id
         self.deferrable = deferrable
         #: The absolute deadline of a deferrable run (ISO-8601 UTC); set when it first pokes.
         self._deadline: str | None = None
-
-    def get_hook(self) -> PacklyHook:
-        """A new hook; callers close it (``with self.get_hook() as hook``)."""
-        from airflow_provider_packly.hooks.packly import PacklyHook
-
-        return PacklyHook(packly_conn_id=self.packly_conn_id)
 
     def execute(self, context: Context) -> Any:
         self.check_arguments()
@@ -175,8 +164,8 @@ def _as_list(value: Any) -> list[Any]:
 
 def _condition_of(kind: str, target_statuses: Any, failure_statuses: Any) -> OrderCondition:
     """The sensor's ``OrderCondition``: the one check of ``target_statuses`` and ``failure_statuses``."""
-    target = _as_list(_literal(target_statuses, "target_statuses"))
-    failure = _as_list(_literal(failure_statuses, "failure_statuses"))
+    target = _as_list(literal(target_statuses, "target_statuses"))
+    failure = _as_list(literal(failure_statuses, "failure_statuses"))
     return OrderCondition(kind, tuple(target), tuple(failure))  # type: ignore[arg-type]
 
 
@@ -187,7 +176,7 @@ def _order_sensor_checks(kind: str) -> tuple[ArgumentCheck, ...]:
         ArgumentCheck(
             ("target_statuses", "failure_statuses"), lambda target, failure: _condition_of(kind, target, failure)
         ),
-        ArgumentCheck(("page_size",), _check_page_size),
+        ArgumentCheck(("page_size",), check_page_size),
     )
 
 
@@ -235,7 +224,7 @@ class _PacklyOrderConditionSensor(_PacklySensorBase):
         condition = self.condition
         with self.get_hook() as hook:
             try:
-                order = hook.get_order(order_id, limit=_check_page_size(self.page_size))
+                order = hook.get_order(order_id, limit=check_page_size(self.page_size))
             except PacklyError as exc:
                 if not is_transient(exc):
                     raise
@@ -298,7 +287,7 @@ class _PacklyOrderConditionSensor(_PacklySensorBase):
                 deadline=deadline,
                 packly_conn_id=self.packly_conn_id,
                 poll_interval=max(self.poke_interval, MIN_POLL_INTERVAL),
-                page_size=_check_page_size(self.page_size),
+                page_size=check_page_size(self.page_size),
             ),
             method_name="execute_complete",
             timeout=self._defer_timeout(deadline),
@@ -386,7 +375,7 @@ class PacklySensor(_PacklySensorBase):
     """
 
     template_fields = ("endpoint", "request_params", "headers")
-    argument_checks = (ArgumentCheck(("endpoint",), _check_endpoint),)
+    argument_checks = (ArgumentCheck(("endpoint",), check_endpoint),)
 
     def __init__(
         self,
@@ -398,8 +387,7 @@ class PacklySensor(_PacklySensorBase):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if response_check is not None and not callable(response_check):
-            raise PacklyValidationError("response_check must be a callable.")
+        check_callable("response_check", response_check)
         self.endpoint = endpoint
         self.request_params = request_params
         self.headers = headers
@@ -418,10 +406,8 @@ class PacklySensor(_PacklySensorBase):
                 return False
         if self.response_check is None:
             return True
-        from airflow.sdk.bases.decorator import determine_kwargs
-
-        kwargs = determine_kwargs(self.response_check, [response], context)
-        return self.response_check(response, **kwargs)
+        result: bool | PokeReturnValue = self.call_with_context(self.response_check, response, context)
+        return result
 
     def _defer(self, deadline: str) -> None:
         from airflow_provider_packly.triggers.packly import PacklyWaitTrigger
