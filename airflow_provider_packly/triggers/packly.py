@@ -16,8 +16,9 @@ Both follow the same contract:
 * ``run()`` yields exactly one ``TriggerEvent`` whose payload has a ``status`` from
   ``rules.EVENT_STATUSES`` (``success``, ``failed``, ``timeout``, ``error``) and a
   ``message``, plus plain data;
-* Packly is reached only through the async hook (``aget_order``: async connection lookup,
-  apache/airflow#70398), only with ``GET`` (deferral is for waiting, never for changing state,
+* Packly is reached only through the async hook (async connection lookup,
+  apache/airflow#70398) in one scan of the order list shared per event loop and connection
+  (``order_scan``), only with ``GET`` (deferral is for waiting, never for changing state,
   apache/airflow#67945; the only POST ever sent is the OAuth2 token request), and the hook is
   closed before the event is yielded;
 * the loop sleeps with ``asyncio.sleep``; the deadline also cancels a poll still in flight;
@@ -39,6 +40,7 @@ import anyio
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_packly.exceptions import PacklyError
+from airflow_provider_packly.triggers import order_scan
 from airflow_provider_packly.triggers.rules import (
     ConditionResult,
     OrderCondition,
@@ -184,16 +186,24 @@ class PacklyOrderStatusTrigger(BaseTrigger):
         deadline = parse_deadline(self.deadline)
         last: ConditionResult | None = None
         try:
-            async with self._make_hook() as hook:
+            # One scan of the order list serves every trigger of this loop on this connection.
+            async with order_scan.subscribe(
+                ("orders", self.packly_conn_id, self.page_size),
+                self._make_hook,
+                order_id=self.order_id,
+                page_size=self.page_size,
+                poll_slot=lambda: _poll_slot(self.max_polls_in_flight),
+            ) as scan:
                 while True:
                     try:
                         # The deadline bounds a poll in flight too (waiting for a slot included):
                         # a stuck poll must neither overrun it nor keep holding a slot. The look
                         # taken at or past the deadline has FINAL_LOOK_SECONDS of its own.
                         budget = seconds_until(deadline)
-                        with anyio.move_on_after(budget if budget > _AT_DEADLINE else FINAL_LOOK_SECONDS) as poll:
-                            async with _poll_slot(self.max_polls_in_flight):
-                                order = await hook.aget_order(self.order_id, limit=self.page_size)
+                        final = budget <= _AT_DEADLINE
+                        with anyio.move_on_after(FINAL_LOOK_SECONDS if final else budget) as poll:
+                            # An answer at most one interval old; the final look wants a new one.
+                            order = await scan.order(self.order_id, max_age=0.0 if final else self.poll_interval)
                         if poll.cancelled_caught:
                             return self._timeout(last)
                     except PacklyError as exc:
