@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import weakref
 from collections import Counter
@@ -84,9 +85,11 @@ class _Wait:
     """One pending question: one order (``order_id``) or the whole list (``None``)."""
 
     order_id: str | None
-    #: Only an answer read at or after this monotonic time will do.
+    #: Only an answer read at or after this (``clock``) time will do ...
     not_before: float
-    future: asyncio.Future[Any]
+    #: ... and strictly after this one (the asker's previous answer).
+    after: float
+    future: asyncio.Future[tuple[Any, float]]
     #: Pending when the running scan sent its first request: a complete scan that misses the
     #: order proves it absent. A wait that joined later is carried to the next scan instead.
     covered: bool = False
@@ -155,11 +158,30 @@ class OrderScan:
         :raises PacklyOrderNotFound: a complete listing since the question did not contain it.
         :raises PacklyError: the scan serving the question failed (the same error for all).
         """
+        return (await self.read(order_id, max_age=max_age))[0]
+
+    async def read(
+        self, order_id: str, *, max_age: float, after: float | None = None, due: float | None = None
+    ) -> tuple[dict[str, Any], float]:
+        """``order``, with the (``clock``) time it was read.
+
+        Only a read at most ``max_age`` seconds older than ``due`` (the time the poll was due;
+        now if not given or later) and later than ``after`` (the asker's previous answer) will
+        do. A poller that is due one interval after its last answer was read thus gets each
+        answer at most one interval old, and all pollers of a group end up served by about one
+        scan per interval, whenever each got its last answer. Measuring from ``due`` rather
+        than now means that a poller the event loop runs late is not made later still by a
+        scan of its own: the scan its siblings started serves it.
+        """
+        now = self.clock()
+        not_before = (now if due is None else min(due, now)) - max_age
+        floor = -math.inf if after is None else after
         cached = self._cache.get(order_id)
-        if cached is not None and cached[1] >= self.clock() - max_age:
+        if cached is not None and cached[1] >= not_before and cached[1] > floor:
             self.stats.answers += 1
-            return dict(cached[0])
-        return dict(await self._ask(order_id, max_age))
+            return dict(cached[0]), cached[1]
+        order, read_at = await self._ask(order_id, not_before, floor)
+        return dict(order), read_at
 
     async def listing(self, *, max_age: float) -> list[dict[str, Any]]:
         """Every order, from one complete scan that started at most ``max_age`` seconds ago.
@@ -169,11 +191,11 @@ class OrderScan:
         if self._listing is not None and self._listing[1] >= self.clock() - max_age:
             self.stats.answers += 1
             return self._listing[0]
-        result: list[dict[str, Any]] = await self._ask(None, max_age)
+        result: list[dict[str, Any]] = (await self._ask(None, self.clock() - max_age, -math.inf))[0]
         return result
 
-    async def _ask(self, order_id: str | None, max_age: float) -> Any:
-        wait = _Wait(order_id, self.clock() - max_age, asyncio.get_running_loop().create_future())
+    async def _ask(self, order_id: str | None, not_before: float, after: float) -> tuple[Any, float]:
+        wait = _Wait(order_id, not_before, after, asyncio.get_running_loop().create_future())
         self._pending.append(wait)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"Packly order scan {self.key}")
@@ -239,7 +261,7 @@ class OrderScan:
             if listing is not None:
                 complete = listing
                 self._listing = (complete, started)
-                served += self._answer(_listing_answers(complete))
+                served += self._answer(_listing_answers(complete, started))
             for order_id in set(self._cache) - seen:
                 del self._cache[order_id]
             for wait in list(self._pending):
@@ -271,18 +293,19 @@ def _order_answers(found: Mapping[str, dict[str, Any]], read_at: float) -> Calla
     """Answers for the waits of orders in ``found`` (read at ``read_at``) that such an answer satisfies."""
 
     def answer(wait: _Wait) -> Any:
-        if wait.order_id is None or wait.not_before > read_at:
+        if wait.order_id is None or wait.not_before > read_at or wait.after >= read_at:
             return None
-        return found.get(wait.order_id)
+        order = found.get(wait.order_id)
+        return None if order is None else (order, read_at)
 
     return answer
 
 
-def _listing_answers(listing: list[dict[str, Any]]) -> Callable[[_Wait], Any]:
+def _listing_answers(listing: list[dict[str, Any]], read_at: float) -> Callable[[_Wait], Any]:
     """Answers for the whole-list waits that were pending when the complete scan began."""
 
     def answer(wait: _Wait) -> Any:
-        return listing if wait.order_id is None and wait.covered else None
+        return (listing, read_at) if wait.order_id is None and wait.covered else None
 
     return answer
 

@@ -185,6 +185,8 @@ class PacklyOrderStatusTrigger(BaseTrigger):
         condition = OrderCondition.from_dict(self.condition)
         deadline = parse_deadline(self.deadline)
         last: ConditionResult | None = None
+        read_at: float | None = None  # when the last answer was read (scan.clock)
+        wake_at: float | None = None  # when this poll was due
         try:
             # One scan of the order list serves every trigger of this loop on this connection.
             async with order_scan.subscribe(
@@ -202,14 +204,24 @@ class PacklyOrderStatusTrigger(BaseTrigger):
                         budget = seconds_until(deadline)
                         final = budget <= _AT_DEADLINE
                         with anyio.move_on_after(FINAL_LOOK_SECONDS if final else budget) as poll:
-                            # An answer at most one interval old; the final look wants a new one.
-                            order = await scan.order(self.order_id, max_age=0.0 if final else self.poll_interval)
+                            # A newer answer than the last, at most one interval old; the final
+                            # look wants a new one.
+                            order, answer_read_at = await scan.read(
+                                self.order_id,
+                                max_age=0.0 if final else self.poll_interval,
+                                after=read_at,
+                                due=None if final else wake_at,
+                            )
                         if poll.cancelled_caught:
                             return self._timeout(last)
+                        # The next poll is one interval after the answer was read: then every
+                        # trigger of the scan group is served by the same next scan.
+                        read_at, wake_at = answer_read_at, answer_read_at + self.poll_interval
                     except PacklyError as exc:
                         if not is_transient(exc):
                             return self._event("error", str(exc), last, error=error_to_payload(exc))
                         self.log.warning("Packly order %s: transient error, polling on: %s", self.order_id, exc)
+                        wake_at = scan.clock() + self.poll_interval
                     else:
                         last = condition.evaluate(order)
                         if last.outcome != "waiting":
@@ -218,7 +230,7 @@ class PacklyOrderStatusTrigger(BaseTrigger):
                     remaining = seconds_until(deadline)
                     if remaining <= 0:
                         return self._timeout(last)
-                    await asyncio.sleep(min(self.poll_interval, remaining))
+                    await asyncio.sleep(min(max(wake_at - scan.clock(), 0.0), remaining))
         except PacklyError as exc:  # e.g. the connection's settings cannot be used
             return self._event("error", str(exc), last, error=error_to_payload(exc))
         except Exception as exc:  # a bug or an unexpected answer: one clear event, not a crash loop
