@@ -67,7 +67,13 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Packly", "python-modules": ["airflow_provider_packly.sensors.packly"]},
         ],
         "triggers": [
-            {"integration-name": "Packly", "python-modules": ["airflow_provider_packly.triggers.packly"]},
+            {
+                "integration-name": "Packly",
+                "python-modules": [
+                    "airflow_provider_packly.triggers.packly",
+                    "airflow_provider_packly.triggers.order_events",
+                ],
+            },
         ],
         "connection-types": [
             {

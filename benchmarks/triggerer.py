@@ -333,16 +333,23 @@ async def scale_phase(base_url: str, triggers: int, window: float, poll_interval
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.triggerer")
-    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--base-url")
     parser.add_argument("--triggers", type=int, default=1000)
     parser.add_argument("--window", type=float, default=25.0)
     parser.add_argument("--poll-interval", type=float, default=5.0)
-    parser.add_argument("--token-lifetime", type=int, required=True)
-    parser.add_argument("--token-refresh-margin", type=float, required=True)
+    parser.add_argument("--token-lifetime", type=int, default=3600)
+    parser.add_argument("--token-refresh-margin", type=float, default=60.0)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--phases", default="memory,scale", help="comma-separated: memory, scale")
     parser.add_argument("--transport", choices=["default", "aiohttp"], default="default")
+    parser.add_argument("--shared-scan", action="store_true", help="only the shared-scan row (no sandbox needed)")
+    parser.add_argument("--orders", type=int, default=10_000)
     args = parser.parse_args(argv)
+    if args.shared_scan:
+        os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="packly-bench-airflow-home-"))
+        row = shared_scan_row(triggers=args.triggers, orders=args.orders)
+        args.output.write_text(json.dumps(row, indent=2))
+        return 0
 
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="packly-bench-airflow-home-"))
     # Imported before any measurement.
@@ -371,6 +378,99 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.output.write_text(json.dumps(report, indent=2, default=str))
     return 0
+
+
+# -- shared order scan: requests and CPU per poll interval, before and after -----------------------
+
+
+def shared_scan_row(*, triggers: int = 1000, orders: int = 10_000, page_size: int = 50) -> dict[str, Any]:
+    """One poll interval of ``triggers`` order triggers over ``orders`` orders, in this process.
+
+    Packly is a counting ``httpx.MockTransport`` (no server, so the CPU is the triggerer's own).
+    "before" is per-trigger paging, as the trigger polled before the shared scan: one
+    ``aget_order`` per trigger per interval. "after" is the triggers as they are: one shared
+    scan. Each row is the first interval: every trigger has its answer once.
+    """
+    return {
+        "triggers": triggers,
+        "orders": orders,
+        "pages": math.ceil(orders / page_size),
+        "before": asyncio.run(_scan_interval(triggers, orders, page_size, shared=False)),
+        "after": asyncio.run(_scan_interval(triggers, orders, page_size, shared=True)),
+    }
+
+
+async def _scan_interval(triggers: int, orders: int, page_size: int, *, shared: bool) -> dict[str, Any]:
+    import httpx
+
+    from airflow_provider_packly.connection import PacklyConnection
+    from airflow_provider_packly.hooks.packly import PacklyHook
+    from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger
+    from airflow_provider_packly.triggers.rules import OrderCondition, deadline_after
+
+    book = [{"id": f"ORD-{n:05d}", "status": "paid", "items": []} for n in range(1, orders + 1)]
+    requests = 0
+
+    def packly(request: httpx.Request) -> httpx.Response:
+        nonlocal requests
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json={"token_type": "bearer", "access_token": "t0k3n-x", "expires_in": 3600})
+        requests += 1
+        number, limit = int(request.url.params["page"]), int(request.url.params["limit"])
+        return httpx.Response(200, json={"request": {}, "response": book[number * limit : (number + 1) * limit]})
+
+    transport = httpx.MockTransport(packly)
+    connection = PacklyConnection(client_id="bench", client_secret="bench-secret", base_url="http://127.0.0.1:9")
+
+    def make_hook(self: Any = None) -> PacklyHook:
+        return PacklyHook(connection=connection, async_transport=transport)
+
+    ids = [book[(i * 7919) % orders]["id"] for i in range(triggers)]
+    answered = 0
+    cpu_before = time.process_time()
+    if shared:
+        real_make_hook = PacklyOrderStatusTrigger._make_hook
+        PacklyOrderStatusTrigger._make_hook = make_hook  # type: ignore[method-assign]
+        condition = OrderCondition("order_status", ("closed",)).to_dict()
+        real_evaluate = OrderCondition.evaluate
+        done = asyncio.Event()
+
+        def evaluate(self: OrderCondition, order: Any) -> Any:
+            nonlocal answered
+            answered += 1
+            if answered >= triggers:
+                done.set()
+            return real_evaluate(self, order)
+
+        OrderCondition.evaluate = evaluate  # type: ignore[method-assign]
+        made = [
+            PacklyOrderStatusTrigger(
+                order_id=order_id,
+                condition=condition,
+                deadline=deadline_after(3600),
+                poll_interval=3600,
+                page_size=page_size,
+            )
+            for order_id in ids
+        ]
+        tasks = [asyncio.create_task(_drive(t, [])) for t in made]
+        await done.wait()
+        cpu_seconds = time.process_time() - cpu_before
+        await _cancel(tasks)
+        OrderCondition.evaluate = real_evaluate  # type: ignore[method-assign]
+        PacklyOrderStatusTrigger._make_hook = real_make_hook  # type: ignore[method-assign]
+    else:
+        slots = asyncio.Semaphore(PacklyOrderStatusTrigger.max_polls_in_flight)
+
+        async def poll(order_id: str) -> None:
+            nonlocal answered
+            async with make_hook() as hook, slots:
+                await hook.aget_order(order_id, limit=page_size)
+            answered += 1
+
+        await asyncio.gather(*(poll(order_id) for order_id in ids))
+        cpu_seconds = time.process_time() - cpu_before
+    return {"requests_per_interval": requests, "cpu_seconds_per_interval": cpu_seconds, "answered": answered}
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ Both follow the same contract:
 * ``run()`` yields exactly one ``TriggerEvent`` whose payload has a ``status`` from
   ``rules.EVENT_STATUSES`` (``success``, ``failed``, ``timeout``, ``error``) and a
   ``message``, plus plain data;
-* Packly is reached only through the async hook (``aget_order``: async connection lookup,
-  apache/airflow#70398), only with ``GET`` (deferral is for waiting, never for changing state,
+* Packly is reached only through the async hook (async connection lookup,
+  apache/airflow#70398) in one scan of the order list shared per event loop and connection
+  (``order_scan``), only with ``GET`` (deferral is for waiting, never for changing state,
   apache/airflow#67945; the only POST ever sent is the OAuth2 token request), and the hook is
   closed before the event is yielded;
 * the loop sleeps with ``asyncio.sleep``; the deadline also cancels a poll still in flight;
@@ -39,6 +40,7 @@ import anyio
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_packly.exceptions import PacklyError
+from airflow_provider_packly.triggers import order_scan
 from airflow_provider_packly.triggers.rules import (
     ConditionResult,
     OrderCondition,
@@ -183,23 +185,43 @@ class PacklyOrderStatusTrigger(BaseTrigger):
         condition = OrderCondition.from_dict(self.condition)
         deadline = parse_deadline(self.deadline)
         last: ConditionResult | None = None
+        read_at: float | None = None  # when the last answer was read (scan.clock)
+        wake_at: float | None = None  # when this poll was due
         try:
-            async with self._make_hook() as hook:
+            # One scan of the order list serves every trigger of this loop on this connection.
+            async with order_scan.subscribe(
+                ("orders", self.packly_conn_id, self.page_size),
+                self._make_hook,
+                order_id=self.order_id,
+                page_size=self.page_size,
+                poll_slot=lambda: _poll_slot(self.max_polls_in_flight),
+            ) as scan:
                 while True:
                     try:
                         # The deadline bounds a poll in flight too (waiting for a slot included):
                         # a stuck poll must neither overrun it nor keep holding a slot. The look
                         # taken at or past the deadline has FINAL_LOOK_SECONDS of its own.
                         budget = seconds_until(deadline)
-                        with anyio.move_on_after(budget if budget > _AT_DEADLINE else FINAL_LOOK_SECONDS) as poll:
-                            async with _poll_slot(self.max_polls_in_flight):
-                                order = await hook.aget_order(self.order_id, limit=self.page_size)
+                        final = budget <= _AT_DEADLINE
+                        with anyio.move_on_after(FINAL_LOOK_SECONDS if final else budget) as poll:
+                            # A newer answer than the last, at most one interval old; the final
+                            # look wants a new one.
+                            order, answer_read_at = await scan.read(
+                                self.order_id,
+                                max_age=0.0 if final else self.poll_interval,
+                                after=read_at,
+                                due=None if final else wake_at,
+                            )
                         if poll.cancelled_caught:
                             return self._timeout(last)
+                        # The next poll is one interval after the answer was read: then every
+                        # trigger of the scan group is served by the same next scan.
+                        read_at, wake_at = answer_read_at, answer_read_at + self.poll_interval
                     except PacklyError as exc:
                         if not is_transient(exc):
                             return self._event("error", str(exc), last, error=error_to_payload(exc))
                         self.log.warning("Packly order %s: transient error, polling on: %s", self.order_id, exc)
+                        wake_at = scan.clock() + self.poll_interval
                     else:
                         last = condition.evaluate(order)
                         if last.outcome != "waiting":
@@ -208,7 +230,7 @@ class PacklyOrderStatusTrigger(BaseTrigger):
                     remaining = seconds_until(deadline)
                     if remaining <= 0:
                         return self._timeout(last)
-                    await asyncio.sleep(min(self.poll_interval, remaining))
+                    await asyncio.sleep(min(max(wake_at - scan.clock(), 0.0), remaining))
         except PacklyError as exc:  # e.g. the connection's settings cannot be used
             return self._event("error", str(exc), last, error=error_to_payload(exc))
         except Exception as exc:  # a bug or an unexpected answer: one clear event, not a crash loop

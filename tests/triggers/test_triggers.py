@@ -313,6 +313,7 @@ async def test_polls_in_flight_are_bounded_per_event_loop(mocker):
         lambda self: PacklyHook(connection=fake_connection(), async_transport=httpx.MockTransport(held_packly)),
     )
     mocker.patch.object(PacklyOrderStatusTrigger, "max_polls_in_flight", 2)
-    results = await asyncio.gather(*(collect(order_trigger()) for _ in range(6)))
+    # Six connections: six scan groups (one connection's triggers share one scan, one request at a time).
+    results = await asyncio.gather(*(collect(order_trigger(packly_conn_id=f"packly_{i}")) for i in range(6)))
     assert [events[0]["status"] for events in results] == ["success"] * 6
     assert most == 2
