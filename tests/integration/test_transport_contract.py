@@ -25,7 +25,7 @@ import gzip
 import json
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -278,6 +278,33 @@ def test_the_hook_raises_a_packly_error_caused_by_the_contracted_error(transport
         hook_request(transport, connection(base_url, **settings), row.method, API, **options)
     assert type(caught.value.__cause__) is row.expected, repr(caught.value.__cause__)
     assert "contract-secret" not in str(caught.value)
+
+
+@each_transport
+def test_an_api_call_refused_after_the_token_was_issued_is_a_connect_error(transport):
+    # The rows above fail at the token request where nothing answers; here Packly goes away
+    # between the token and the call, so the call itself is refused.
+    stack = ExitStack()
+    server = stack.enter_context(loopback_server(token_then(b"")))
+    hook = make_hook(transport, connection(server.base_url))
+    with stack, pytest.raises(PacklyTransportError) as caught:
+        if transport.is_async:
+
+            async def go() -> None:
+                async with hook:
+                    await hook.aget_token()
+                    stack.close()
+                    await hook.arequest("GET", API)
+
+            asyncio.run(go())
+        else:
+            with hook:
+                hook.get_token()
+                stack.close()
+                hook.request("GET", API)
+    assert type(caught.value.__cause__) is httpx.ConnectError, repr(caught.value.__cause__)
+    assert f"GET {server.base_url}{API}" in str(caught.value)
+    assert server.calls == [("POST", "/v1/oauth2/token")]
 
 
 # -- the pool ------------------------------------------------------------------------------------
