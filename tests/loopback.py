@@ -412,7 +412,7 @@ def unread_server() -> Iterator[LoopbackServer]:
 
 
 @contextmanager
-def full_backlog(settle: float = 0.3) -> Iterator[str]:
+def full_backlog(settle: float = 0.2) -> Iterator[str]:
     """The base URL of a listener that never accepts and whose accept queue is full: Linux
     then drops every further SYN, so a connect gets no answer at all (a connect timeout),
     deterministically and on loopback, unlike a "non-routable" address whose fate depends on

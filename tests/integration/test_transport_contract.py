@@ -234,7 +234,7 @@ class Row:
 
 ROWS = [
     Row("connection refused", refused, httpx.ConnectError),
-    Row("connect timeout (full backlog)", full_backlog, httpx.ConnectTimeout, {"connect": 0.3}),
+    Row("connect timeout (full backlog)", full_backlog, httpx.ConnectTimeout, {"connect": 0.2}),
     Row("read timeout before the headers", lambda: answering(silence()), httpx.ReadTimeout, {"read": 0.2}),
     Row(
         "read timeout mid-body",
