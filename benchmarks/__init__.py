@@ -8,7 +8,8 @@ fetched, many triggers in one triggerer loop, and the cost of importing it at DA
 Modules: ``contenders`` (the clients), ``overhead`` (per-call cost, in process and over
 loopback), ``tokens`` (token economy, loop stall), ``triggerer`` (triggerer scale, run in a
 child process), ``importcost`` (DAG-parse cost), ``server`` (the tiny loopback server, run in a
-child process), ``report`` (console table, ``docs/benchmarks.md``, plots).
+child process), ``ceiling`` (the limit: a raw asyncio server's requests/s and the fastest raw
+client's time per call), ``report`` (console table, ``docs/benchmarks.md``, plots).
 
 Ratios, never absolute times: contenders run interleaved in the same process, several rounds,
 and each round's times are divided by the baseline's time in that round. Needs the ``bench``

@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
-    from benchmarks import importcost, overhead, tokens, triggerer
+    from benchmarks import ceiling, importcost, overhead, tokens, triggerer
     from benchmarks._common import bench_server, http_connection_json, packly_connection_json
     from benchmarks.contenders import ASYNC_CONTENDERS, MOCK_BASE_URL, SYNC_CONTENDERS, Target
 
@@ -372,6 +372,9 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
             calls=settings.sweep_calls,
             rounds=settings.sweep_rounds,
         )
+
+        step("2. the limit: server ceiling and the fastest raw client")
+        results["ceiling"] = ceiling.measure(server, calls=settings.loop_calls, rounds=settings.rounds, concurrency=n)
 
         step("3. token economy")
         sizes = {

@@ -11,11 +11,14 @@ from benchmarks._common import Spread
 CONCURRENCY_PLOT = "benchmarks-concurrency.png"
 OVERHEAD_PLOT = "benchmarks-overhead.png"
 
+LIMIT_SECTION = "### The limit: server ceiling and the fastest raw client"
+
 #: The sections of benchmarks.md, in order (the smoke test checks they are all there).
 SECTIONS = (
     "## Goals",
     "## 1. Per-call overhead in process",
     "## 2. Per-call cost over loopback HTTP",
+    LIMIT_SECTION,
     "## 3. Token economy and the event loop",
     "## 4. Triggerer scale",
     "## 5. DAG parse cost",
@@ -64,6 +67,71 @@ def comparison_table(comparison: dict[str, Any], labels: dict[str, str], ours: s
             f"{_spread(versus) if versus and name != ours else '-'} | {row['failures']} | {row.get('note', '')} |"
         )
     return lines
+
+
+def limit_section(results: dict[str, Any]) -> list[str]:
+    """What the clients of section 2 are read against (``benchmarks.ceiling``): the requests per
+    second a raw asyncio server answers, and the fastest raw client's time per call."""
+    limit = results.get("ceiling")
+    if not limit:
+        return []
+    fastest = limit["fastest"]
+    ceiling = limit["ceiling_requests_per_second"]
+    floor = limit["fastest_us_per_call"]
+    lines = [
+        LIMIT_SECTION,
+        "",
+        (
+            f"A raw asyncio server (`benchmarks/ceiling.py`: an `asyncio.Protocol` answering every request "
+            f"head with the same body, in its own process) and the benchmark server above, each called "
+            f"{limit['calls']:,} times at concurrency {limit['concurrency']} by each raw client of the bench "
+            f"group, interleaved over {limit['rounds']} rounds; medians [min-max]. **Server ceiling: "
+            f"{_spread(ceiling, 0, ' requests/s')}** (`{fastest}` against the raw server, i.e. "
+            f"{1e6 / ceiling['median']:,.0f} µs per call): no client here goes faster on this machine. "
+            f"**Fastest raw client: `{fastest}`, {_spread(floor, 0, ' µs')} per call** against the "
+            "benchmark server: the floor for the async clients above, on the same server and work."
+        ),
+        "",
+        "| raw client | raw server: requests/s | raw server: µs per call | benchmark server: µs per call |",
+        "|---|---|---|---|",
+    ]
+    for name, row in limit["clients"].items():
+        lines.append(
+            f"| `{name}`: {row['label']} | {_spread(row['raw_server']['requests_per_second'], 0, '')} | "
+            f"{_spread(row['raw_server']['us_per_call'], 0, '')} | "
+            f"{_spread(row['bench_server']['us_per_call'], 0, '')} |"
+        )
+    lines.append("")
+    rows = results["loopback"]["async"]["contenders"]
+    measured = {name: row for name, row in rows.items() if row.get("ratio")}
+    if measured and math.isfinite(floor["median"]) and floor["median"] > 0:
+        lines.append(
+            f"Each async client of section 2 read against the limit: its µs per call there over `{fastest}`'s "
+            "µs per call here (medians of separate runs, so indicative only)."
+        )
+        lines.append("")
+        lines.append(f"| client | µs per call | vs `{fastest}` |")
+        lines.append("|---|---|---|")
+        for name, row in measured.items():
+            micros = row["us_per_call"]["median"]
+            lines.append(f"| `{name}` | {_number(micros, 0)} | {micros / floor['median']:.1f}x |")
+        lines.append("")
+    return lines
+
+
+def limit_console_lines(results: dict[str, Any]) -> list[str]:
+    """The limit in the console table (``limit_section``'s numbers)."""
+    limit = results.get("ceiling")
+    if not limit:
+        return []
+    fastest = limit["fastest"]
+    ceiling = _spread(limit["ceiling_requests_per_second"], 0, " requests/s")
+    floor = _spread(limit["fastest_us_per_call"], 0, " µs")
+    return [
+        f"limit (concurrency {limit['concurrency']}, {limit['calls']} calls):",
+        f"  {'server ceiling':32} {ceiling} ({fastest}, raw asyncio server)",
+        f"  {'fastest raw client':32} {floor} per call ({fastest}, benchmark server)",
+    ]
 
 
 def _rounds(comparison: dict[str, Any]) -> int:
@@ -182,6 +250,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"Airflow's `HttpAsyncHook` in a session {airflow:,.0f} µs."
         )
         add("")
+    out.extend(limit_section(results))
 
     tokens = results["tokens"]
     settings = results["settings"]
@@ -412,6 +481,7 @@ def console_table(results: dict[str, Any]) -> str:
                 continue
             versus = comparison["versus_ours"].get(name) if name != ours else None
             lines.append(f"  {name:32} {_spread(row['ratio']):22} {_spread(versus) if versus else '-'}")
+    lines.extend(limit_console_lines(results))
     lines.append("token requests (coroutines / threads / wrong secret):")
     for name, row in results["tokens"]["counts"].items():
         lines.append(f"  {name:32} {row['coroutines']} / {row['threads']} / {row['wrong_credentials']}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import select
 import socket
 import struct
 import threading
@@ -377,3 +378,71 @@ def loopback_server(respond: Respond) -> Iterator[LoopbackServer]:
         yield server
     finally:
         listener.close()
+
+
+@contextmanager
+def unread_server() -> Iterator[LoopbackServer]:
+    """A Packly that answers token requests but never reads another request's body: it takes
+    the head and then holds the connection, silent, so a large upload stalls once the socket
+    buffers are full (a write timeout). ``requests`` records each held request's head."""
+
+    def serve(sock: socket.socket) -> None:
+        with sock:
+            sock.settimeout(SOCKET_TIMEOUT)
+            try:
+                head = read_head(sock)
+                if head is None:
+                    return
+                if head.target.split("?", 1)[0] == TOKEN_PATH:
+                    sock.sendall(token_answer())
+                    sock.shutdown(socket.SHUT_WR)
+                    return
+                server.requests.append(RawRequest(head.method, head.target, head.headers, head.rest))
+                listener.stopping.wait(SOCKET_TIMEOUT)
+            except OSError:
+                return
+
+    listener = LoopbackListener(serve, name="unread-server")
+    server = LoopbackServer(f"http://127.0.0.1:{listener.port}", lambda request: b"")
+    listener.start()
+    try:
+        yield server
+    finally:
+        listener.close()
+
+
+@contextmanager
+def full_backlog(settle: float = 0.2) -> Iterator[str]:
+    """The base URL of a listener that never accepts and whose accept queue is full: Linux
+    then drops every further SYN, so a connect gets no answer at all (a connect timeout),
+    deterministically and on loopback, unlike a "non-routable" address whose fate depends on
+    the machine's routes. The queue is filled by connecting until one connect does not
+    complete within ``settle`` seconds."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers: list[socket.socket] = []
+    try:
+        for _ in range(64):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            fillers.append(filler)
+            filler.connect_ex(address)
+            _, writable, _ = select.select([], [filler], [], settle)
+            if not writable:
+                break
+        else:
+            raise RuntimeError("the listener's accept queue never filled: cannot make a connect time out")
+        yield f"http://127.0.0.1:{address[1]}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def refused_url() -> str:
+    """A base URL on 127.0.0.1 where nothing listens (a port just freed): connecting is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"

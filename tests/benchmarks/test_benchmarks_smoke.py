@@ -52,6 +52,9 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     )
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     assert "goals:" in finished.stdout
+    # The limit every ratio is read against (benchmarks/ceiling.py) is printed too.
+    assert re.search(r"^  server ceiling +\d+ requests/s \[", finished.stdout, re.MULTILINE)
+    assert re.search(r"^  fastest raw client +\d+ µs \[", finished.stdout, re.MULTILINE)
     results_data = json.loads(results.read_text())
     assert results_data["mode"] == "tiny"
     # Every contender's ratio is printed, not only computed.
@@ -137,3 +140,14 @@ def test_triggerer_import_and_goal_sections_are_filled(quick_run):
     assert {goal["section"] for goal in goals} == {"1", "2", "3", "4", "5"}
     assert all(isinstance(goal["met"], bool) and goal["measured"] for goal in goals)
     assert results["machine"]["cpu_count"] >= 1
+
+
+def test_the_server_ceiling_and_the_fastest_raw_client_are_measured(quick_run):
+    _, results = quick_run
+    limit = results["ceiling"]
+    assert limit["fastest"] in limit["clients"] and len(limit["clients"]) >= 2
+    assert _finite_positive(limit["ceiling_requests_per_second"]["median"])
+    assert _finite_positive(limit["fastest_us_per_call"]["median"])
+    for row in limit["clients"].values():
+        for server in ("raw_server", "bench_server"):
+            assert _finite_positive(row[server]["us_per_call"]["median"])

@@ -1,0 +1,185 @@
+"""The limit every ratio is read against: the server's ceiling and the fastest raw client.
+
+``python -m benchmarks.ceiling --port 0`` serves a raw asyncio server (an ``asyncio.Protocol``,
+no HTTP framework, no parsing beyond finding the end of each request head) that answers every
+request with the same small JSON body as ``benchmarks.server``, keeping the connection open.
+It prints ``listening on http://127.0.0.1:PORT`` and serves until terminated.
+
+``measure`` runs each raw async client available in the ``bench`` group (raw
+``httpx.AsyncClient`` and raw ``aiohttp.ClientSession``, each with a static bearer header) at
+the suite's concurrency against that raw server and against the benchmark server the
+contenders of section 2 use, interleaved round by round like every other comparison. Then:
+
+* the **server ceiling** is the requests per second the fastest client gets from the raw
+  server: no client measured here goes faster against any server on this machine, so a ratio
+  can be read against it (client and server share the machine's cores);
+* the **fastest raw client's µs per call** against the benchmark server is the floor for the
+  contenders of section 2, measured on the same server and work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import socket
+import sys
+from typing import Any
+
+from benchmarks._common import API_PATH, Server, Spread, atimed, collect_garbage, rotated, serve
+from benchmarks.contenders import AsyncContender, RawAsyncHttpx, Target, run_concurrently
+from benchmarks.server import API_BODY
+
+#: Every answer of the raw server: a keep-alive 200 with the benchmark server's JSON body.
+ANSWER = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+    + str(len(API_BODY)).encode()
+    + b"\r\n\r\n"
+    + API_BODY
+)
+STATIC_TOKEN = "ceiling-static-token"
+WARMUP_CALLS = 100
+
+
+class RawProtocol(asyncio.Protocol):
+    """One connection: one ``ANSWER`` per request head received (GETs only: no body to skip)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        heads = self.buffer.count(b"\r\n\r\n")
+        if heads:
+            self.buffer = self.buffer[self.buffer.rindex(b"\r\n\r\n") + 4 :]
+            self.transport.write(ANSWER * heads)
+
+
+async def _serve(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(RawProtocol, "127.0.0.1", port, backlog=1024)
+    sock: socket.socket = server.sockets[0]
+    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def raw_server() -> contextlib.AbstractContextManager[Server]:
+    """The raw asyncio server in a subprocess (its own interpreter and GIL)."""
+    return serve(["-m", "benchmarks.ceiling", "--port", "0"], "/")
+
+
+class RawAiohttp(AsyncContender):
+    name = "raw-aiohttp"
+    label = "raw aiohttp ClientSession, static Bearer header"
+
+    def __init__(self, target: Target, token: str | None = None) -> None:
+        self.target = target
+        self.token = token
+
+    async def open(self) -> None:
+        import aiohttp
+
+        token = self.token or await asyncio.to_thread(self.target.static_token)
+        self.url = self.target.base_url + API_PATH
+        self.session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"})
+
+    async def call(self) -> None:
+        async with self.session.get(self.url) as response:
+            await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"unexpected HTTP {response.status}")
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class _RawHttpxStatic(RawAsyncHttpx):
+    """Raw ``httpx.AsyncClient`` with a given token (the raw server issues none)."""
+
+    def __init__(self, target: Target, token: str) -> None:
+        super().__init__(target)
+        self.token = token
+
+    async def open(self) -> None:
+        import httpx
+
+        self.client = httpx.AsyncClient(
+            base_url=self.target.base_url, headers={"Authorization": f"Bearer {self.token}"}
+        )
+
+
+def _clients(target: Target, token: str) -> list[AsyncContender]:
+    return [_RawHttpxStatic(target, token), RawAiohttp(target, token)]
+
+
+def measure(bench: Server, *, calls: int, rounds: int, concurrency: int) -> dict[str, Any]:
+    """Each raw client against the raw server and the benchmark server ``bench``, interleaved."""
+    bench_target = Target(bench.base_url, in_process=False)
+    token = bench_target.static_token()
+    with raw_server() as raw:
+        raw_target = Target(raw.base_url, in_process=False)
+
+        async def main() -> dict[str, dict[str, list[float]]]:
+            runs = {"raw_server": _clients(raw_target, STATIC_TOKEN), "bench_server": _clients(bench_target, token)}
+            seconds: dict[str, dict[str, list[float]]] = {where: {} for where in runs}
+            contenders = [(where, client) for where, clients in runs.items() for client in clients]
+            try:
+                for where, client in contenders:
+                    await client.open()
+                    seconds[where][client.name] = []
+                    failures = await run_concurrently(client.call, WARMUP_CALLS, concurrency)
+                    if failures:
+                        raise RuntimeError(f"{client.name} failed {failures} warm-up calls against the {where}")
+                for round_number in range(rounds):
+                    collect_garbage()
+                    for where, client in rotated(contenders, round_number):
+                        spent = await atimed(lambda c=client: run_concurrently(c.call, calls, concurrency))
+                        seconds[where][client.name].append(spent)
+            finally:
+                for _, client in contenders:
+                    await client.close()
+            return seconds
+
+        seconds = asyncio.run(main())
+    labels = {client.name: client.label for client in _clients(raw_target, STATIC_TOKEN)}
+    return summarise(seconds, labels, calls=calls, rounds=rounds, concurrency=concurrency)
+
+
+def summarise(
+    seconds: dict[str, dict[str, list[float]]], labels: dict[str, str], *, calls: int, rounds: int, concurrency: int
+) -> dict[str, Any]:
+    """Requests per second and µs per call of each client on each server; the fastest client
+    is the one with the most requests per second from the raw server."""
+    table: dict[str, dict[str, Any]] = {}
+    for where, by_client in seconds.items():
+        for name, times in by_client.items():
+            row = table.setdefault(name, {"label": labels.get(name, "")})
+            row[where] = {
+                "requests_per_second": Spread.of([calls / t for t in times if t > 0]).as_dict(),
+                "us_per_call": Spread.of([t / calls * 1e6 for t in times]).as_dict(),
+            }
+    fastest = max(table, key=lambda name: table[name]["raw_server"]["requests_per_second"]["median"])
+    return {
+        "calls": calls,
+        "rounds": rounds,
+        "concurrency": concurrency,
+        "clients": table,
+        "fastest": fastest,
+        "ceiling_requests_per_second": table[fastest]["raw_server"]["requests_per_second"],
+        "fastest_us_per_call": table[fastest]["bench_server"]["us_per_call"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ceiling", description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
