@@ -5,7 +5,7 @@
 * ``shell``: ``PacklyHttp``, one connection's clients and its sync/async send drivers (the
   overall deadline, body limits, httpx failures as ``PacklyError``, the retry loop);
 * ``retrying``: the retry loop driving ``RetryPolicy``'s pure decision;
-* ``messages``: where an endpoint may point, building a request, reading an answer;
+* ``messages``: building a request, reading an answer (``core.api`` holds the pure rules);
 * ``masking``: giving the secrets the provider holds to Airflow's secrets masker.
 
 Nothing here imports Airflow at import time; the hook is the Airflow-facing layer above it.
@@ -18,9 +18,11 @@ from airflow_provider_packly._http.messages import (
     QueryParams,
     RequestOptions,
     build_request,
+    checked_stream,
     endpoint_path,
     json_body,
     raise_for_packly_status,
+    reply_of,
 )
 from airflow_provider_packly._http.shell import PacklyHttp, retry_policy_for
 
@@ -30,9 +32,11 @@ __all__ = [
     "QueryParams",
     "RequestOptions",
     "build_request",
+    "checked_stream",
     "endpoint_path",
     "json_body",
     "raise_for_packly_status",
+    "reply_of",
     "retry_policy_for",
     "user_agent",
 ]
