@@ -13,30 +13,10 @@ Nothing here imports Airflow at import time; the hook is the Airflow-facing laye
 
 from __future__ import annotations
 
+from airflow_provider_packly._http import messages
 from airflow_provider_packly._http.clients import SHARED_ASYNC_CLIENTS, user_agent
-from airflow_provider_packly._http.messages import (
-    QueryParams,
-    RequestOptions,
-    build_request,
-    checked_stream,
-    endpoint_path,
-    json_body,
-    raise_for_packly_status,
-    reply_of,
-)
+from airflow_provider_packly._http.messages import *
 from airflow_provider_packly._http.shell import PacklyHttp, retry_policy_for
 
-__all__ = [
-    "SHARED_ASYNC_CLIENTS",
-    "PacklyHttp",
-    "QueryParams",
-    "RequestOptions",
-    "build_request",
-    "checked_stream",
-    "endpoint_path",
-    "json_body",
-    "raise_for_packly_status",
-    "reply_of",
-    "retry_policy_for",
-    "user_agent",
-]
+__all__ = ["SHARED_ASYNC_CLIENTS", "PacklyHttp", "retry_policy_for", "user_agent"]
+__all__ += messages.__all__
