@@ -1,25 +1,34 @@
-"""Requests and answers: the endpoint path rule, building a request, reading an answer.
+"""Requests and answers at the httpx edge: building a request, reading an answer.
 
-One rule each for the sync and async paths: where an endpoint may point (``endpoint_path``),
-what httpx cannot send (``build_request``), a non-2xx answer as ``PacklyAPIError``
-(``raise_for_packly_status``) and a body as JSON (``json_body``).
+One rule each for the sync and async paths: what httpx cannot send (``build_request``), a
+non-2xx answer as ``PacklyAPIError`` (``raise_for_packly_status``), an answer as the plain
+``core.api.Reply`` (``reply_of``) and its body as JSON (``json_body``). Where an endpoint may
+point (``endpoint_path``) is a pure rule in ``core.api``, re-exported here.
 """
 
 from __future__ import annotations
 
-import re
-import urllib.parse
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypedDict
 
 import httpx
 
-from airflow_provider_packly.connection import PacklyConnection
-from airflow_provider_packly.exceptions import PacklyAPIError, PacklyError, read_error_body, redactor_for
+from airflow_provider_packly.core.api import Reply, endpoint_path
+from airflow_provider_packly.exceptions import PacklyAPIError, body_error, read_error_body, redactor_for
 from airflow_provider_packly.resources import PacklyValidationError
 from airflow_provider_packly.retries import attempts_made
 
-__all__ = ["QueryParams", "RequestOptions", "build_request", "endpoint_path", "json_body", "raise_for_packly_status"]
+__all__ = [
+    "QueryParams",
+    "RequestOptions",
+    "build_request",
+    "checked_stream",
+    "endpoint_path",
+    "json_body",
+    "raise_for_packly_status",
+    "reply_of",
+]
 
 #: What a request takes as ``params``: a mapping, or (key, value) pairs when a key repeats or
 #: the order matters (``quotation_params`` builds pairs).
@@ -33,68 +42,6 @@ class RequestOptions(TypedDict, total=False):
     json: Any
     data: Mapping[str, Any] | None
     headers: Mapping[str, str] | None
-
-
-def endpoint_path(connection: PacklyConnection, endpoint: str) -> str:
-    """``endpoint`` as a path under the connection's base URL, dot segments resolved.
-
-    A full URL is accepted only under the base URL: the bearer token must never be sent to
-    another host. Only the path is looked at (a query may hold a URL: ``?next=https://...``).
-    ``.`` and ``..`` segments, also percent-encoded (``%2e%2e``), are resolved here, and an
-    endpoint whose ``..`` would climb above the base URL's path is refused: the server (or a
-    proxy) would resolve them otherwise, and reach paths the connection does not name.
-    """
-    cut = min((i for i in (endpoint.find("?"), endpoint.find("#")) if i >= 0), default=len(endpoint))
-    path, rest = endpoint[:cut], endpoint[cut:]
-    if "://" in path:
-        if not (path == connection.base_url or path.startswith(connection.base_url + "/")):
-            raise PacklyError(
-                f"Endpoint {endpoint!r} is not under the connection's Base URL {connection.base_url!r}; "
-                "give a path such as '/v1/reseller/orders' so the token is only sent to Packly."
-            )
-        path = path[len(connection.base_url) :]
-    return _resolve_dot_segments(path.lstrip("/"), endpoint, connection) + rest
-
-
-def _resolve_dot_segments(path: str, endpoint: str, connection: PacklyConnection) -> str:
-    """``/`` + ``path`` with ``.``/``..`` segments resolved (RFC 3986 5.2.4), plain or percent-encoded."""
-    kept: list[str] = []
-    segments = path.split("/")
-    for index, segment in enumerate(segments):
-        decoded = _fully_unquoted(segment)
-        last = index == len(segments) - 1
-        if decoded in (".", ".."):
-            if decoded == "..":
-                if not kept:
-                    raise _outside_base(endpoint, connection)
-                kept.pop()
-            if last:
-                kept.append("")  # "a/b/.." is "a/", as in RFC 3986
-            continue
-        if any(part in (".", "..") for part in re.split(r"[/\\]", decoded)):
-            # "..%2F.." or "..%5C": a server that decodes the slash would climb with it.
-            raise _outside_base(endpoint, connection)
-        kept.append(segment)
-    return "/" + "/".join(kept)
-
-
-def _fully_unquoted(segment: str) -> str:
-    """``segment`` percent-decoded until it no longer changes (``%252e`` is a dot to a server
-    that decodes twice)."""
-    for _ in range(4):
-        decoded = urllib.parse.unquote(segment)
-        if decoded == segment:
-            break
-        segment = decoded
-    return segment
-
-
-def _outside_base(endpoint: str, connection: PacklyConnection) -> PacklyError:
-    base_path = urllib.parse.urlsplit(connection.base_url).path or "/"
-    return PacklyError(
-        f"Endpoint {endpoint!r} leads outside the connection's Base URL path {base_path!r} (its '..' segments, "
-        "plain or percent-encoded, climb above it); give a path under it such as '/v1/reseller/orders'."
-    )
 
 
 def build_request(client: httpx.Client | httpx.AsyncClient, method: str, url: str, **options: Any) -> httpx.Request:
@@ -135,13 +82,30 @@ def raise_for_packly_status(response: httpx.Response) -> None:
     )
 
 
-def json_body(response: httpx.Response) -> Any:
-    """The body as JSON, or a ``PacklyError`` that says what it was instead."""
+@contextlib.contextmanager
+def checked_stream(response: httpx.Response) -> Iterator[None]:
+    """Around a streamed answer's use: a non-2xx status raised as ``PacklyAPIError`` first, and
+    an httpx failure while the caller reads the body (``iter_bytes()`` & co.) as a ``PacklyError``.
+    Closing the response is the caller's (``close`` or ``aclose``)."""
     try:
-        return response.json()
-    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
-        kind = response.headers.get("content-type", "no content type").split(";")[0]
-        raise PacklyError(
-            f"Packly answered {response.request.method} {response.request.url.path} with HTTP "
-            f"{response.status_code} but the body was not JSON ({kind}, {len(response.content)} bytes)."
-        ) from None
+        raise_for_packly_status(response)
+        yield
+    except httpx.HTTPError as exc:
+        raise body_error(exc, response.request) from exc
+
+
+def reply_of(response: httpx.Response) -> Reply:
+    """A read answer as the plain ``Reply`` that ``core.api``'s readers take."""
+    return Reply(
+        method=response.request.method,
+        path=response.request.url.path,
+        status=response.status_code,
+        content_type=response.headers.get("content-type", ""),
+        content=response.content,
+        query=dict(response.request.url.params),
+    )
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The body as JSON, or a ``PacklyError`` that says what it was instead (``Reply.json``)."""
+    return reply_of(response).json()

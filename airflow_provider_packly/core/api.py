@@ -12,14 +12,19 @@ the query-string encoding of quotation items (``QueryEncoder``) and the spelling
 from __future__ import annotations
 
 import base64
+import json
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 # Defined in ``core.errors`` with every other error; importable from here as before.
 from airflow_provider_packly.core.errors import PacklyError, PacklyOrderNotFound, PacklyValidationError
+
+if TYPE_CHECKING:
+    from airflow_provider_packly.core.settings import PacklyConnection
 
 __all__ = [
     "DIELINE",
@@ -37,14 +42,19 @@ __all__ = [
     "PacklyOrderNotFound",
     "PacklyValidationError",
     "QueryEncoder",
+    "Reply",
     "bracket_encode",
     "dieline_params",
     "dimension",
+    "endpoint_path",
     "find_order",
     "is_last_page",
     "is_order",
+    "json_reader",
+    "order_not_found",
     "orders_page_params",
     "quotation_params",
+    "read_dieline",
     "read_dieline_json",
     "read_document",
     "read_orders_page",
@@ -257,8 +267,16 @@ class OrderPager:
     def params(self) -> dict[str, str]:
         return orders_page_params(self.page, self.limit, self.sort)
 
+    def args(self) -> tuple[int, int, str]:
+        """``ORDERS``' arguments for the next page: ``(page, limit, sort)``."""
+        return self.page, self.limit, self.sort
+
     def accept(self, document: Any) -> list[dict[str, Any]]:
-        orders = read_orders_page(document)
+        """``take`` for a whole JSON answer."""
+        return self.take(read_orders_page(document))
+
+    def take(self, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The page's orders to hand on (none once the listing has ended)."""
         ids = [order.get("id") if isinstance(order, Mapping) else None for order in orders]
         if is_last_page(orders) or ids == self._previous_ids:
             self.done = True
@@ -280,10 +298,83 @@ def find_order(orders: Iterable[Mapping[str, Any]], order_id: str) -> dict[str, 
     return None
 
 
+def order_not_found(order_id: str) -> PacklyOrderNotFound:
+    """The error for an order id that paging through every order did not find."""
+    return PacklyOrderNotFound(
+        f"No Packly order with id {order_id!r} was found in /v1/reseller/orders; check the id and the "
+        "connection's environment (sandbox and live orders are separate)."
+    )
+
+
 def read_document(document: Any) -> Any:
     """The whole JSON answer, as Packly sent it: for endpoints whose answer past ``request``
     Packly does not document (the quotation)."""
     return document
+
+
+# -- where a request may go --------------------------------------------------------------------
+
+
+def endpoint_path(connection: PacklyConnection, endpoint: str) -> str:
+    """``endpoint`` as a path under the connection's base URL, dot segments resolved.
+
+    A full URL is accepted only under the base URL: the bearer token must never be sent to
+    another host. Only the path is looked at (a query may hold a URL: ``?next=https://...``).
+    ``.`` and ``..`` segments, also percent-encoded (``%2e%2e``), are resolved here, and an
+    endpoint whose ``..`` would climb above the base URL's path is refused: the server (or a
+    proxy) would resolve them otherwise, and reach paths the connection does not name.
+    """
+    cut = min((i for i in (endpoint.find("?"), endpoint.find("#")) if i >= 0), default=len(endpoint))
+    path, rest = endpoint[:cut], endpoint[cut:]
+    if "://" in path:
+        if not (path == connection.base_url or path.startswith(connection.base_url + "/")):
+            raise PacklyError(
+                f"Endpoint {endpoint!r} is not under the connection's Base URL {connection.base_url!r}; "
+                "give a path such as '/v1/reseller/orders' so the token is only sent to Packly."
+            )
+        path = path[len(connection.base_url) :]
+    return _resolve_dot_segments(path.lstrip("/"), endpoint, connection) + rest
+
+
+def _resolve_dot_segments(path: str, endpoint: str, connection: PacklyConnection) -> str:
+    """``/`` + ``path`` with ``.``/``..`` segments resolved (RFC 3986 5.2.4), plain or percent-encoded."""
+    kept: list[str] = []
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        decoded = _fully_unquoted(segment)
+        last = index == len(segments) - 1
+        if decoded in (".", ".."):
+            if decoded == "..":
+                if not kept:
+                    raise _outside_base(endpoint, connection)
+                kept.pop()
+            if last:
+                kept.append("")  # "a/b/.." is "a/", as in RFC 3986
+            continue
+        if any(part in (".", "..") for part in re.split(r"[/\\]", decoded)):
+            # "..%2F.." or "..%5C": a server that decodes the slash would climb with it.
+            raise _outside_base(endpoint, connection)
+        kept.append(segment)
+    return "/" + "/".join(kept)
+
+
+def _fully_unquoted(segment: str) -> str:
+    """``segment`` percent-decoded until it no longer changes (``%252e`` is a dot to a server
+    that decodes twice)."""
+    for _ in range(4):
+        decoded = urllib.parse.unquote(segment)
+        if decoded == segment:
+            break
+        segment = decoded
+    return segment
+
+
+def _outside_base(endpoint: str, connection: PacklyConnection) -> PacklyError:
+    base_path = urllib.parse.urlsplit(connection.base_url).path or "/"
+    return PacklyError(
+        f"Endpoint {endpoint!r} leads outside the connection's Base URL path {base_path!r} (its '..' segments, "
+        "plain or percent-encoded, climb above it); give a path under it such as '/v1/reseller/orders'."
+    )
 
 
 # -- the endpoint specs ---------------------------------------------------------------------
@@ -294,30 +385,72 @@ _Result = TypeVar("_Result")
 
 
 @dataclass(frozen=True)
-class Endpoint(Generic[_Args, _Result]):
-    """One GET endpoint: its path, how its query is built and checked, how its JSON answer is read.
+class Reply:
+    """A successful answer as plain data, for the readers: what was asked, what came back.
 
-    A hook method for it is ``spec.read(json_body(self.request("GET", spec.path,
-    params=spec.query(...))))``, sync or async alike; an operator checks its arguments at DAG
-    parse time with the same ``spec.query``. Adding a documented GET endpoint is one spec
-    here, one hook method and its operator.
+    The I/O shell builds it from an ``httpx.Response`` (``_http.reply_of``); ``query`` is the
+    query string that was sent, so a reader can depend on it (the dieline's ``type``).
+    """
+
+    method: str
+    path: str
+    status: int
+    content_type: str
+    content: bytes
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        """The body as JSON, or a ``PacklyError`` that says what it was instead."""
+        try:
+            return json.loads(self.content)
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+            kind = self.content_type.split(";")[0] or "no content type"
+            raise PacklyError(
+                f"Packly answered {self.method} {self.path} with HTTP {self.status} but the body was not JSON "
+                f"({kind}, {len(self.content)} bytes)."
+            ) from None
+
+
+def json_reader(read: Callable[[Any], _Result]) -> Callable[[Reply], _Result]:
+    """A reader of the JSON document as a reader of the ``Reply``."""
+
+    def read_reply(reply: Reply) -> _Result:
+        return read(reply.json())
+
+    return read_reply
+
+
+def read_dieline(reply: Reply) -> bytes | dict[str, Any]:
+    """The dieline answer: the PDF's bytes, or for ``type=json`` ``read_dieline_json``'s dict."""
+    return read_dieline_json(reply.json()) if reply.query.get("type") == "json" else reply.content
+
+
+@dataclass(frozen=True)
+class Endpoint(Generic[_Args, _Result]):
+    """One GET endpoint: its path, how its query is built and checked, how its answer is read.
+
+    The hook calls every spec the same way (``PacklyHook.call_endpoint``/``acall_endpoint``:
+    ``spec.read(reply of GET spec.path with spec.query(...))``), sync or async alike; an
+    operator checks its arguments at DAG parse time with the same ``spec.query``. Adding a
+    GET endpoint is one spec here, one hook method (and its async twin) and its operator.
     """
 
     path: str
     #: Builds the query from the caller's arguments, raising ``PacklyValidationError`` first.
     params: Callable[_Args, QueryParams]
-    #: Reads the answer's JSON document (raising ``PacklyError`` when it lacks what is documented).
-    read: Callable[[Any], _Result]
+    #: Reads the answer (raising ``PacklyError`` when it lacks what is documented).
+    read: Callable[[Reply], _Result]
 
     def query(self, *args: _Args.args, **kwargs: _Args.kwargs) -> QueryParams:
         """The checked query parameters for these arguments."""
         return self.params(*args, **kwargs)
 
 
-#: ``type="json"`` answers; with ``type="pdf"`` (the default) the body is the PDF's bytes.
-DIELINE = Endpoint(DIELINE_PATH, dieline_params, read_dieline_json)
-QUOTATION = Endpoint(QUOTATION_PATH, quotation_params, read_document)
+#: The PDF's bytes (``type="pdf"``, the default) or, for ``type="json"``, a dict with ``pdf``.
+DIELINE = Endpoint(DIELINE_PATH, dieline_params, read_dieline)
+#: The whole JSON answer (its shape past ``request`` is undocumented).
+QUOTATION = Endpoint(QUOTATION_PATH, quotation_params, json_reader(read_document))
 #: One page of orders; ``OrderPager`` walks the pages and says when the listing ends.
-ORDERS = Endpoint(ORDERS_PATH, orders_page_params, read_orders_page)
+ORDERS = Endpoint(ORDERS_PATH, orders_page_params, json_reader(read_orders_page))
 #: Every documented endpoint, by path.
 ENDPOINTS: dict[str, Endpoint[..., Any]] = {spec.path: spec for spec in (DIELINE, QUOTATION, ORDERS)}

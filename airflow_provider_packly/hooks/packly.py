@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 import httpx
 from airflow.sdk import BaseHook
@@ -23,35 +23,38 @@ from airflow_provider_packly._http import (
     SHARED_ASYNC_CLIENTS,
     PacklyHttp,
     RequestOptions,
+    checked_stream,
     endpoint_path,
     json_body,
     raise_for_packly_status,
+    reply_of,
     retry_policy_for,
 )
 from airflow_provider_packly._http.clients import forget_after_fork
 from airflow_provider_packly._http.masking import amask_token, mask_token
 from airflow_provider_packly.auth import TOKEN_CACHE, PacklyBearerAuth, TokenCache, TokenSource
 from airflow_provider_packly.connection import PacklyConnection
-from airflow_provider_packly.exceptions import PacklyError, body_error
-from airflow_provider_packly.resources import (
-    DIELINE_PATH,
-    ORDERS_PATH,
-    QUOTATION_PATH,
+from airflow_provider_packly.core.api import (
+    DIELINE,
+    ORDERS,
+    QUOTATION,
+    Endpoint,
     OrderPager,
-    PacklyOrderNotFound,
     QueryEncoder,
     bracket_encode,
-    dieline_params,
     find_order,
     is_order,
-    quotation_params,
-    read_dieline_json,
+    order_not_found,
 )
+from airflow_provider_packly.exceptions import PacklyError
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack  # typing.Self and Unpack are Python 3.11+
 
 __all__ = ["PacklyHook", "endpoint_path", "json_body", "raise_for_packly_status"]
+
+_Args = ParamSpec("_Args")
+_Result = TypeVar("_Result")
 
 
 class PacklyHook(BaseHook):
@@ -237,10 +240,8 @@ class PacklyHook(BaseHook):
         shell = self._shell(self.get_conn())
         response = shell.request(method, endpoint, auth=self._auth, stream=True, params=params, headers=headers)
         try:
-            raise_for_packly_status(response)
-            yield response
-        except httpx.HTTPError as exc:  # raised by iter_bytes() & co. in the caller's block
-            raise body_error(exc, response.request) from exc
+            with checked_stream(response):
+                yield response
         finally:
             response.close()
 
@@ -252,14 +253,24 @@ class PacklyHook(BaseHook):
         shell = self._shell(await self.aget_conn())
         response = await shell.arequest(method, endpoint, auth=self._auth, stream=True, params=params, headers=headers)
         try:
-            raise_for_packly_status(response)
-            yield response
-        except httpx.HTTPError as exc:
-            raise body_error(exc, response.request) from exc
+            with checked_stream(response):
+                yield response
         finally:
             await response.aclose()
 
     # -- Packly's documented resources --------------------------------------------------------
+
+    def call_endpoint(self, endpoint: Endpoint[_Args, _Result], *args: _Args.args, **kwargs: _Args.kwargs) -> _Result:
+        """``GET endpoint.path``: its query checked and built by the spec (before any request),
+        its answer read by the spec (``core.api.Endpoint``). Every resource method below is this."""
+        return endpoint.read(reply_of(self.request("GET", endpoint.path, params=endpoint.query(*args, **kwargs))))
+
+    async def acall_endpoint(
+        self, endpoint: Endpoint[_Args, _Result], *args: _Args.args, **kwargs: _Args.kwargs
+    ) -> _Result:
+        """``call_endpoint`` for coroutines: the same spec, only the I/O differs."""
+        query = endpoint.query(*args, **kwargs)
+        return endpoint.read(reply_of(await self.arequest("GET", endpoint.path, params=query)))
 
     @overload
     def get_dieline(
@@ -282,9 +293,7 @@ class PacklyHook(BaseHook):
         Typed per ``type`` (overloads): a literal ``"pdf"`` (the default) gives ``bytes``, so
         ``Path(...).write_bytes(hook.get_dieline(...))`` type-checks; ``"json"`` gives a dict.
         """
-        params = dieline_params(article, material, width, depth, height, type)
-        response = self.request("GET", DIELINE_PATH, params=params)
-        return read_dieline_json(json_body(response)) if type == "json" else response.content
+        return self.call_endpoint(DIELINE, article, material, width, depth, height, type)
 
     @overload
     async def aget_dieline(
@@ -302,9 +311,7 @@ class PacklyHook(BaseHook):
         self, article: str, material: str, width: float, depth: float, height: float, type: str = "pdf"
     ) -> bytes | dict[str, Any]:
         """``get_dieline`` for coroutines."""
-        params = dieline_params(article, material, width, depth, height, type)
-        response = await self.arequest("GET", DIELINE_PATH, params=params)
-        return read_dieline_json(json_body(response)) if type == "json" else response.content
+        return await self.acall_endpoint(DIELINE, article, material, width, depth, height, type)
 
     def get_quotation(
         self, items: Iterable[Mapping[str, Any]], shipping: str | None = None, *, encode: QueryEncoder = bracket_encode
@@ -314,34 +321,32 @@ class PacklyHook(BaseHook):
         ``encode`` puts the items in the query string; Packly does not document how, and the
         default is the common bracket convention ``items[0][article]=...``.
         """
-        return json_body(self.request("GET", QUOTATION_PATH, params=quotation_params(items, shipping, encode=encode)))
+        return self.call_endpoint(QUOTATION, items, shipping, encode=encode)
 
     async def aget_quotation(
         self, items: Iterable[Mapping[str, Any]], shipping: str | None = None, *, encode: QueryEncoder = bracket_encode
     ) -> Any:
         """``get_quotation`` for coroutines."""
-        return json_body(
-            await self.arequest("GET", QUOTATION_PATH, params=quotation_params(items, shipping, encode=encode))
-        )
+        return await self.acall_endpoint(QUOTATION, items, shipping, encode=encode)
 
     def iter_orders(self, *, sort: str = "desc", limit: int = 50) -> Generator[dict[str, Any], None, None]:
         """Every order, page by page (zero-based ``page``), fetched only as far as it is read."""
         pager = OrderPager(limit=limit, sort=sort)
         while not pager.done:
-            yield from pager.accept(json_body(self.request("GET", ORDERS_PATH, params=pager.params())))
+            yield from pager.take(self.call_endpoint(ORDERS, *pager.args()))
 
     async def aiter_orders(self, *, sort: str = "desc", limit: int = 50) -> AsyncGenerator[dict[str, Any], None]:
         """``iter_orders`` for coroutines."""
         pager = OrderPager(limit=limit, sort=sort)
         while not pager.done:
-            for order in pager.accept(json_body(await self.arequest("GET", ORDERS_PATH, params=pager.params()))):
+            for order in pager.take(await self.acall_endpoint(ORDERS, *pager.args())):
                 yield order
 
     def get_order(self, order_id: str, *, sort: str = "desc", limit: int = 50) -> dict[str, Any]:
         """One order, found by paging (Packly documents no by-id endpoint)."""
         order = find_order(self.iter_orders(sort=sort, limit=limit), order_id)
         if order is None:
-            raise _order_not_found(order_id)
+            raise order_not_found(order_id)
         return order
 
     async def aget_order(self, order_id: str, *, sort: str = "desc", limit: int = 50) -> dict[str, Any]:
@@ -349,7 +354,7 @@ class PacklyHook(BaseHook):
         async for order in self.aiter_orders(sort=sort, limit=limit):
             if is_order(order, order_id):
                 return dict(order)
-        raise _order_not_found(order_id)
+        raise order_not_found(order_id)
 
     # -- connection test ----------------------------------------------------------------------
 
@@ -379,10 +384,3 @@ class PacklyHook(BaseHook):
             f"Packly {connection.environment} environment at {connection.base_url} issued an access token "
             f"to client ID {connection.client_id!r}, valid until {valid_until}."
         )
-
-
-def _order_not_found(order_id: str) -> PacklyOrderNotFound:
-    return PacklyOrderNotFound(
-        f"No Packly order with id {order_id!r} was found in /v1/reseller/orders; check the id and the "
-        "connection's environment (sandbox and live orders are separate)."
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -15,7 +16,9 @@ from airflow_provider_packly.core.api import (
     QUOTATION,
     Endpoint,
     OrderPager,
+    Reply,
     find_order,
+    json_reader,
 )
 from airflow_provider_packly.core.errors import PacklyError, PacklyValidationError
 from airflow_provider_packly.core.waiting import ORDER_STATUSES, PRODUCT_STATUSES
@@ -55,24 +58,40 @@ def test_a_spec_checks_its_arguments_before_anything_is_sent():
     assert ("shipping", "IT") in QUOTATION.query([ITEM], "it")
 
 
+def reply(document: object = None, *, content: bytes | None = None, **query: str) -> Reply:
+    """A 200 answer to a GET with ``query``: ``document`` as JSON, or ``content`` as it is."""
+    body = json.dumps(document).encode() if content is None else content
+    return Reply("GET", "/v1/reseller/x", 200, "application/json", body, query)
+
+
 def test_a_spec_reads_its_answer():
     pdf = b"%PDF-1.7 box"
-    dieline = DIELINE.read({"response": {"buffer": base64.b64encode(pdf).decode(), "mime_type": "application/pdf"}})
-    assert dieline["pdf"] == pdf
-    assert ORDERS.read({"request": {}, "response": [{"id": "ORD-1"}]}) == [{"id": "ORD-1"}]
+    document = {"response": {"buffer": base64.b64encode(pdf).decode(), "mime_type": "application/pdf"}}
+    assert DIELINE.read(reply(document, type="json"))["pdf"] == pdf
+    assert DIELINE.read(reply(content=pdf, type="pdf")) == pdf  # type=pdf: the body is the PDF
+    assert ORDERS.read(reply({"request": {}, "response": [{"id": "ORD-1"}]})) == [{"id": "ORD-1"}]
     quotation = {"request": {}, "response": {"total": 12}}
-    assert QUOTATION.read(quotation) is quotation  # undocumented shape: handed over whole
+    assert QUOTATION.read(reply(quotation)) == quotation  # undocumented shape: handed over whole
     with pytest.raises(PacklyError, match="no response list"):
-        ORDERS.read({"response": {}})
+        ORDERS.read(reply({"response": {}}))
+
+
+def test_a_reply_that_is_not_json_says_what_it_was():
+    with pytest.raises(
+        PacklyError, match=r"GET /v1/reseller/x with HTTP 200 but the body was not JSON \(text/html, 4 bytes\)"
+    ):
+        Reply("GET", "/v1/reseller/x", 200, "text/html; charset=utf-8", b"<h1>").json()
 
 
 def test_a_new_get_endpoint_is_one_spec():
     """What adding an endpoint looks like: the spec alone builds and reads it."""
     spec = Endpoint(
-        "/v1/reseller/materials", lambda *, article: {"article": api.validate_code(article, "article")}, len
+        "/v1/reseller/materials",
+        lambda *, article: {"article": api.validate_code(article, "article")},
+        json_reader(len),
     )
     assert spec.query(article=" s020_v1 ") == {"article": "s020_v1"}
-    assert spec.read([1, 2]) == 2
+    assert spec.read(reply([1, 2])) == 2
 
 
 def test_the_pager_stops_at_an_empty_or_repeated_page():
