@@ -94,6 +94,15 @@ def test_a_retried_503_is_counted_with_its_reason(stats, run, fake_time):
     assert len(stats.named(metrics.REQUEST_DURATION)) == 2
 
 
+def test_a_retried_transport_failure_is_counted_with_its_class_name(stats, run, fake_time):
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    packly = FakePackly(refuse, httpx.Response(200, json={"response": []}))
+    assert run(packly.hook(retry_max_attempts=3), ORDERS_PATH).status_code == 200
+    assert stats.named(metrics.RETRIES) == [{"endpoint": "v1_reseller_orders", "reason": "ConnectError"}]
+
+
 def test_a_token_fetch_is_counted(stats, run):
     assert run(FakePackly().hook(), "token") == "tok-1"
     assert stats.named(metrics.TOKEN_FETCHES) == [{"outcome": "ok"}]
