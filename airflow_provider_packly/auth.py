@@ -44,6 +44,7 @@ from airflow_provider_packly.core.tokens import (
 )
 from airflow_provider_packly.exceptions import REDACT_EXTENSION, PacklyError, PacklyTransportError
 from airflow_provider_packly.limits import current_deadline
+from airflow_provider_packly.metrics import token_fetch
 
 __all__ = [
     "MAX_TOKEN_LIFETIME",
@@ -355,7 +356,8 @@ class TokenSource:
         """
         sent_at = self._clock()
         request = build_token_request(self.connection, single_attempt=single_attempt)
-        token = parse_token_response(self.connection, self._send(request), sent_at)
+        with token_fetch():
+            token = parse_token_response(self.connection, self._send(request), sent_at)
         if self._on_new_token is not None:
             self._on_new_token(token)
         return token
@@ -364,7 +366,8 @@ class TokenSource:
         """``fetch_uncached`` for coroutines."""
         sent_at = self._clock()
         request = build_token_request(self.connection, single_attempt=single_attempt)
-        token = parse_token_response(self.connection, await self._asend(request), sent_at)
+        with token_fetch():
+            token = parse_token_response(self.connection, await self._asend(request), sent_at)
         if self._aon_new_token is not None:
             await self._aon_new_token(token)
         return token

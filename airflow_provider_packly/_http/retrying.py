@@ -18,6 +18,7 @@ from airflow_provider_packly.core.retry import (
     may_have_been_applied,
 )
 from airflow_provider_packly.limits import DEADLINE_EXTENSION
+from airflow_provider_packly.metrics import record_retry
 from airflow_provider_packly.retries import RetryPolicy
 
 __all__ = ["acall", "call"]
@@ -85,6 +86,7 @@ def _next_wait(
     deadline = request.extensions.get(DEADLINE_EXTENSION)
     if deadline is not None and deadline.remaining() <= wait:
         return None
+    record_retry(request, outcome)
     log.info(
         "Packly %s %s: %s; retry %d of %d in %.2f s",
         request.method,

@@ -36,6 +36,7 @@ from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.core.tokens import MAX_TOKEN_RESPONSE_BYTES
 from airflow_provider_packly.exceptions import PacklyError, body_error, transport_error
 from airflow_provider_packly.limits import MAX_ERROR_BODY_BYTES, Deadline, aread_limited, bound_body, read_limited
+from airflow_provider_packly.metrics import timed_request
 from airflow_provider_packly.retries import RetryPolicy
 from airflow_provider_packly.tls import SSL_CONTEXTS, unverified_tls_warning
 
@@ -260,7 +261,7 @@ class PacklyHttp:
                 response.close()
                 raise
 
-        with deadline.active():
+        with deadline.active(), timed_request(request):
             try:
                 return call(self.retry_policy, send_once, request)
             except httpx.HTTPError as exc:
@@ -292,7 +293,7 @@ class PacklyHttp:
                 await response.aclose()
                 raise
 
-        with deadline.active(), anyio.move_on_after(deadline.remaining()):
+        with deadline.active(), anyio.move_on_after(deadline.remaining()), timed_request(request):
             try:
                 return await acall(self.retry_policy, send_once, request)
             except httpx.HTTPError as exc:
