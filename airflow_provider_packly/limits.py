@@ -116,18 +116,19 @@ def current_deadline() -> Deadline | None:
 # -- the deadline between body chunks ------------------------------------------------------------
 
 
-def bound_body(response: httpx.Response, deadline: Deadline) -> None:
+def bound_body(response: httpx.Response, deadline: Deadline, *, asynchronous: bool = False) -> None:
     """Check ``deadline`` before each chunk of ``response``'s body, however it is read later.
 
     Replaces ``response.stream`` (the raw bytes httpx's ``read``/``iter_bytes`` pull from) with
     a wrapper; a compressed body is also cut into small pieces for the decoder (see the module).
+    ``asynchronous``: read with ``aread``/``aiter_bytes`` (a transport's stream may be both kinds).
     """
     split = response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
     inner = response.stream
-    if isinstance(inner, httpx.SyncByteStream):
-        response.stream = _DeadlineStream(inner, deadline, response.request, split)
+    if asynchronous:
+        response.stream = _AsyncDeadlineStream(inner, deadline, response.request, split)  # type: ignore[arg-type]
     else:
-        response.stream = _AsyncDeadlineStream(inner, deadline, response.request, split)
+        response.stream = _DeadlineStream(inner, deadline, response.request, split)  # type: ignore[arg-type]
 
 
 def _pieces(chunk: bytes, split: bool) -> Iterator[bytes]:

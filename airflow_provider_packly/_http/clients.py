@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http.cookiejar
 import importlib.metadata
 import os
 import platform
@@ -27,11 +28,13 @@ from airflow_provider_packly.tls import SSL_CONTEXTS
 
 __all__ = [
     "SHARED_ASYNC_CLIENTS",
+    "AsyncPacklyClient",
     "SharedAsyncClients",
     "client_options",
     "close_at_loop_shutdown",
     "close_elsewhere",
     "forget_after_fork",
+    "new_async_client",
     "running_loop",
     "user_agent",
 ]
@@ -67,12 +70,42 @@ def client_options(connection: PacklyConnection, context: ssl.SSLContext, *, syn
         "headers": {"Accept": "application/json", "User-Agent": user_agent()},
         # A redirect could carry the bearer token to another host; Packly documents none.
         "follow_redirects": False,
+        # Nor does it document cookies: none is kept, so none is sent back (the async sends
+        # skip httpx's cookie code anyway; this makes the sync ones and ``get_client`` agree).
+        "cookies": http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
     }
     if connection.proxy_url is not None:
         # The connection's proxy replaces HTTP(S)_PROXY/ALL_PROXY/NO_PROXY; without one, httpx
         # reads those environment variables as usual (trust_env).
         options["proxy"] = connection.proxy_url
     return options
+
+
+class AsyncPacklyClient(httpx.AsyncClient):
+    """An ``AsyncClient`` that names its one transport, which the shell sends through directly.
+
+    httpx's client code costs more per call than a fast transport (cookies, redirects and URL
+    merging the provider does not use: ``docs/benchmarks.md``), so the shell's async sends
+    skip it (``_http.shell``); the client is kept for its lifecycle and for ``aget_client``
+    users. Proxies and TLS therefore live in the transport, never in client mounts.
+    """
+
+    def __init__(self, *, transport: httpx.AsyncBaseTransport, **options: Any) -> None:
+        super().__init__(transport=transport, trust_env=False, **options)
+        self.transport = transport
+
+
+def new_async_client(
+    connection: PacklyConnection, transport: httpx.AsyncBaseTransport | None, context: ssl.SSLContext
+) -> AsyncPacklyClient:
+    """The async client of ``connection``: over ``transport`` if given (it then decides about
+    proxies and TLS), else over the provider's aiohttp transport with the connection's proxy
+    (or the ``HTTP(S)_PROXY``/``NO_PROXY`` environment) and the shared TLS ``context``."""
+    options = client_options(connection, context, sync=False)
+    proxy = options.pop("proxy", None)
+    if transport is None:
+        transport = httpx.AsyncHTTPTransport(verify=context, proxy=proxy)  # PLACEHOLDER until aiotransport
+    return AsyncPacklyClient(transport=transport, **options)
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -96,7 +129,7 @@ def close_elsewhere(
     asyncio.run_coroutine_threadsafe(closer.aclose() if closer is not None else client.aclose(), loop)
 
 
-async def close_at_loop_shutdown(clients: dict[Any, httpx.AsyncClient]) -> AsyncGenerator[None, None]:
+async def close_at_loop_shutdown(clients: dict[Any, AsyncPacklyClient]) -> AsyncGenerator[None, None]:
     """Started (one ``__anext__``) on a loop, it closes ``clients`` when that loop shuts down its
     async generators (``asyncio.run`` and the triggerer do), or when it is ``aclose``d."""
     try:
@@ -118,18 +151,18 @@ class SharedAsyncClients:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[dict[Any, httpx.AsyncClient], AsyncGenerator[None, None]]
+            asyncio.AbstractEventLoop, tuple[dict[Any, AsyncPacklyClient], AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
         forget_after_fork(self)
 
     async def get(
         self, connection: PacklyConnection, transport: httpx.AsyncBaseTransport | None, context: ssl.SSLContext
-    ) -> httpx.AsyncClient:
+    ) -> AsyncPacklyClient:
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._by_loop.get(loop)
         if entry is None:
-            clients: dict[Any, httpx.AsyncClient] = {}
+            clients: dict[Any, AsyncPacklyClient] = {}
             closer = close_at_loop_shutdown(clients)
             await closer.__anext__()  # registers it with the loop's async-generator hooks
             with self._lock:
@@ -138,9 +171,7 @@ class SharedAsyncClients:
         key = (connection, transport)
         client = clients.get(key)
         if client is None or client.is_closed:
-            client = clients[key] = httpx.AsyncClient(
-                transport=transport, **client_options(connection, context, sync=False)
-            )
+            client = clients[key] = new_async_client(connection, transport, context)
         return client
 
     def _forget_after_fork(self) -> None:

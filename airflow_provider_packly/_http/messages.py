@@ -9,6 +9,7 @@ point (``endpoint_path``) is a pure rule in ``core.api``, re-exported here.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypedDict
 
@@ -44,15 +45,31 @@ class RequestOptions(TypedDict, total=False):
     headers: Mapping[str, str] | None
 
 
-def build_request(client: httpx.Client | httpx.AsyncClient, method: str, url: str, **options: Any) -> httpx.Request:
-    """``client.build_request``, refusing what httpx cannot send as a ``PacklyValidationError``:
-    an endpoint holding CR/LF, a header value that is not ASCII (never quoted: it may be a secret).
+def build_request(
+    client: httpx.Client | httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    params: QueryParams | None = None,
+    headers: Mapping[str, str] | None = None,
+    **options: Any,
+) -> httpx.Request:
+    """A request for ``url`` (a path under the client's base URL) with the client's headers,
+    refusing what httpx cannot send as a ``PacklyValidationError``: an endpoint holding CR/LF,
+    a header value that is not ASCII (never quoted: it may be a secret).
+
+    What ``client.build_request`` does for the provider, at a third of its cost: no cookies
+    (the provider keeps none), and the URL parsed once per path and query (``_url``).
 
     The error is raised outside the ``except`` block, so it has no ``__context__``: httpx's own
     frames hold a half-built URL whose ``repr`` fails in a traceback printed with its locals.
     """
     try:
-        return client.build_request(method, url, **options)
+        merged = client.headers
+        if headers:
+            merged = merged.copy()
+            merged.update(headers)
+        return httpx.Request(method, _full_url(str(client.base_url), url, params), headers=merged, **options)
     except httpx.InvalidURL as exc:
         problem = (
             f"Endpoint {url!r} is not a URL path that can be sent ({exc}); give a path such as "
@@ -64,6 +81,24 @@ def build_request(client: httpx.Client | httpx.AsyncClient, method: str, url: st
             "carry; its value is not shown. Encode it (e.g. percent-encoding) or leave it out."
         )
     raise PacklyValidationError(problem)
+
+
+def _full_url(base_url: str, path: str, params: QueryParams | None) -> httpx.URL:
+    """``base_url`` + ``path`` + ``params``, parsed once for each distinct call (polls repeat)."""
+    query: tuple[tuple[str, Any], ...] = ()
+    if params:
+        query = tuple(params.items() if isinstance(params, Mapping) else params)
+        try:
+            hash(query)
+        except TypeError:  # a list of values for one key: rare, not worth caching
+            return _url(base_url, path, ()).copy_merge_params(params)  # type: ignore[arg-type]
+    return _url(base_url, path, query)
+
+
+@functools.lru_cache(maxsize=1024)
+def _url(base_url: str, path: str, query: tuple[tuple[str, Any], ...]) -> httpx.URL:
+    url = httpx.URL(base_url.rstrip("/") + path)
+    return url.copy_merge_params(query) if query else url
 
 
 def raise_for_packly_status(response: httpx.Response) -> None:
