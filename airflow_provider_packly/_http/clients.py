@@ -15,9 +15,11 @@ import os
 import platform
 import ssl
 import threading
+import urllib.request
 import weakref
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -29,12 +31,15 @@ from airflow_provider_packly.tls import SSL_CONTEXTS
 __all__ = [
     "SHARED_ASYNC_CLIENTS",
     "AsyncPacklyClient",
+    "PacklyClient",
     "SharedAsyncClients",
     "client_options",
     "close_at_loop_shutdown",
     "close_elsewhere",
     "forget_after_fork",
     "new_async_client",
+    "new_client",
+    "proxy_for",
     "running_loop",
     "user_agent",
 ]
@@ -58,54 +63,80 @@ def user_agent() -> str:
     return f"airflow-provider-packly/{__version__} (Airflow/{airflow}; Python/{platform.python_version()})"
 
 
-def client_options(connection: PacklyConnection, context: ssl.SSLContext, *, sync: bool) -> dict[str, Any]:
-    """Options of every client, sync and async: ``context`` is the shared one for the
-    connection's TLS settings (``tls.SSL_CONTEXTS``)."""
-    options: dict[str, Any] = {
+def client_options(connection: PacklyConnection, *, sync: bool) -> dict[str, Any]:
+    """Options of every client, sync and async (TLS and proxy live in the transport)."""
+    return {
         # A gzip/deflate body cut short but re-framed is an error, not a shorter success.
         "event_hooks": {"response": [check_compressed_end if sync else acheck_compressed_end]},
         "base_url": connection.base_url,
-        "verify": context,
         "timeout": httpx.Timeout(**connection.phase_timeouts()),
         "headers": {"Accept": "application/json", "User-Agent": user_agent()},
         # A redirect could carry the bearer token to another host; Packly documents none.
         "follow_redirects": False,
-        # Nor does it document cookies: none is kept, so none is sent back (the async sends
-        # skip httpx's cookie code anyway; this makes the sync ones and ``get_client`` agree).
+        # Nor does it document cookies: none is kept, so none is ever sent back.
         "cookies": http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+        # The environment's proxy settings are read once, by ``proxy_for``.
+        "trust_env": False,
     }
+
+
+def proxy_for(connection: PacklyConnection) -> str | None:
+    """The proxy all of ``connection``'s calls go through, decided once, for sync and async alike.
+
+    The connection's own proxy replaces the environment's. Without one, ``HTTPS_PROXY`` (or
+    ``HTTP_PROXY`` for an ``http`` base URL, or ``ALL_PROXY``) applies unless ``NO_PROXY``
+    names the base URL's host, as for httpx and aiohttp (both read them with ``urllib``'s rules).
+    """
     if connection.proxy_url is not None:
-        # The connection's proxy replaces HTTP(S)_PROXY/ALL_PROXY/NO_PROXY; without one, httpx
-        # reads those environment variables as usual (trust_env).
-        options["proxy"] = connection.proxy_url
-    return options
+        return connection.proxy_url
+    environment = urllib.request.getproxies_environment()
+    base = urlsplit(connection.base_url)
+    proxy = environment.get(base.scheme) or environment.get("all")
+    host = f"{base.hostname}:{base.port}" if base.port else base.hostname or ""
+    if proxy and not urllib.request.proxy_bypass(host):
+        return proxy
+    return None
+
+
+class PacklyClient(httpx.Client):
+    """An ``httpx.Client`` that names its one transport, which the shell sends through directly.
+
+    httpx's client code costs more per call than the provider uses of it (cookies, redirects,
+    URL merging, mounts: ``docs/transports.md``), so the shell's sends skip it
+    (``_http.shell``); the client is kept for its lifecycle and for ``get_client`` users.
+    """
+
+    def __init__(self, *, transport: httpx.BaseTransport, **options: Any) -> None:
+        super().__init__(transport=transport, **options)
+        self.transport = transport
 
 
 class AsyncPacklyClient(httpx.AsyncClient):
-    """An ``AsyncClient`` that names its one transport, which the shell sends through directly.
-
-    httpx's client code costs more per call than a fast transport (cookies, redirects and URL
-    merging the provider does not use: ``docs/benchmarks.md``), so the shell's async sends
-    skip it (``_http.shell``); the client is kept for its lifecycle and for ``aget_client``
-    users. Proxies and TLS therefore live in the transport, never in client mounts.
-    """
+    """``PacklyClient`` for coroutines."""
 
     def __init__(self, *, transport: httpx.AsyncBaseTransport, **options: Any) -> None:
-        super().__init__(transport=transport, trust_env=False, **options)
+        super().__init__(transport=transport, **options)
         self.transport = transport
+
+
+def new_client(
+    connection: PacklyConnection, transport: httpx.BaseTransport | None, context: ssl.SSLContext
+) -> PacklyClient:
+    """The sync client of ``connection``: over ``transport`` if given (it then decides about
+    proxies and TLS), else over httpx's own with ``proxy_for(connection)`` and the shared TLS
+    ``context``."""
+    if transport is None:
+        transport = httpx.HTTPTransport(verify=context, proxy=proxy_for(connection))
+    return PacklyClient(transport=transport, **client_options(connection, sync=True))
 
 
 def new_async_client(
     connection: PacklyConnection, transport: httpx.AsyncBaseTransport | None, context: ssl.SSLContext
 ) -> AsyncPacklyClient:
-    """The async client of ``connection``: over ``transport`` if given (it then decides about
-    proxies and TLS), else over the provider's aiohttp transport with the connection's proxy
-    (or the ``HTTP(S)_PROXY``/``NO_PROXY`` environment) and the shared TLS ``context``."""
-    options = client_options(connection, context, sync=False)
-    proxy = options.pop("proxy", None)
+    """``new_client`` for coroutines; the default transport is the provider's over aiohttp."""
     if transport is None:
-        transport = httpx.AsyncHTTPTransport(verify=context, proxy=proxy)  # PLACEHOLDER until aiotransport
-    return AsyncPacklyClient(transport=transport, **options)
+        transport = httpx.AsyncHTTPTransport(verify=context, proxy=proxy_for(connection))  # PLACEHOLDER
+    return AsyncPacklyClient(transport=transport, **client_options(connection, sync=False))
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:

@@ -23,18 +23,19 @@ import httpx
 from airflow_provider_packly._http.clients import (
     SHARED_ASYNC_CLIENTS,
     AsyncPacklyClient,
-    client_options,
+    PacklyClient,
     close_at_loop_shutdown,
     close_elsewhere,
     forget_after_fork,
     new_async_client,
+    new_client,
     running_loop,
     user_agent,
 )
 from airflow_provider_packly._http.masking import amask_proxy_credentials, mask_proxy_credentials
 from airflow_provider_packly._http.messages import build_request, endpoint_path
 from airflow_provider_packly._http.retrying import acall, call
-from airflow_provider_packly.compressed import acheck_compressed_end
+from airflow_provider_packly.compressed import acheck_compressed_end, check_compressed_end
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.core.tokens import MAX_TOKEN_RESPONSE_BYTES
 from airflow_provider_packly.exceptions import PacklyError, body_error, transport_error
@@ -78,7 +79,7 @@ class PacklyHttp:
         self._async_transport = async_transport
         self._shared = shared_async_client
         self._lock = threading.Lock()
-        self._client: httpx.Client | None = None
+        self._client: PacklyClient | None = None
         self._aclient: AsyncPacklyClient | None = None
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
         #: Closes ``_aclient`` when its event loop shuts down (see ``aclient``).
@@ -88,7 +89,7 @@ class PacklyHttp:
 
     # -- clients --------------------------------------------------------------------------------
 
-    def client(self) -> httpx.Client:
+    def client(self) -> PacklyClient:
         """The one sync client (created on first use)."""
         if self._client is not None:
             return self._client
@@ -97,9 +98,7 @@ class PacklyHttp:
             if self._client is None:
                 if self._first_use():
                     mask_proxy_credentials(self.connection)
-                self._client = httpx.Client(
-                    transport=self._transport, **client_options(self.connection, context, sync=True)
-                )
+                self._client = new_client(self.connection, self._transport, context)
             return self._client
 
     async def aclient(self) -> AsyncPacklyClient:
@@ -139,7 +138,7 @@ class PacklyHttp:
         return client
 
     @property
-    def open_client(self) -> httpx.Client | None:
+    def open_client(self) -> PacklyClient | None:
         """The sync client if one is open (``close`` drops it)."""
         return self._client
 
@@ -238,7 +237,7 @@ class PacklyHttp:
 
     def _send(
         self,
-        client: httpx.Client,
+        client: PacklyClient,
         request: httpx.Request,
         *,
         auth: httpx.Auth | None,
@@ -249,7 +248,7 @@ class PacklyHttp:
 
         def send_once(request: httpx.Request) -> httpx.Response:
             deadline.apply(request, client.timeout)
-            response = client.send(request, auth=auth, stream=True)
+            response = _send_through(client.transport, request, auth)
             bound_body(response, deadline)
             try:
                 limit = _body_limit(response, body_limit)
@@ -316,15 +315,33 @@ class PacklyHttp:
         return body_error(exc, request)  # e.g. DecodingError: the body is not its Content-Encoding
 
 
+def _send_through(transport: httpx.BaseTransport, request: httpx.Request, auth: httpx.Auth | None) -> httpx.Response:
+    """``Client.send(request, auth=auth, stream=True)`` for the provider's requests, at a
+    fraction of its cost: the auth flow driven as httpx drives it, straight on the transport.
+
+    What the client would add and the provider never uses is left out: cookies (none kept),
+    redirects (never followed), mounts (the proxy is the transport's: ``proxy_for``).
+    """
+    if auth is None:
+        return _send_once(transport, request)
+    flow = auth.sync_auth_flow(request)
+    request = next(flow)
+    while True:
+        response = _send_once(transport, request)
+        try:
+            request = flow.send(response)
+        except StopIteration:
+            return response
+        except BaseException:
+            response.close()
+            raise
+        response.close()
+
+
 async def _asend_through(
     transport: httpx.AsyncBaseTransport, request: httpx.Request, auth: httpx.Auth | None
 ) -> httpx.Response:
-    """``AsyncClient.send(request, auth=auth, stream=True)`` for the provider's requests, at a
-    fraction of its cost: the auth flow driven as httpx drives it, straight on the transport.
-
-    What the client would add and the provider never uses is left out: cookies, redirects
-    (``follow_redirects=False`` everywhere), mounts (proxies live in the transport).
-    """
+    """``_send_through`` for coroutines."""
     if auth is None:
         return await _asend_once(transport, request)
     flow = auth.async_auth_flow(request)
@@ -339,6 +356,13 @@ async def _asend_through(
             await response.aclose()
             raise
         await response.aclose()
+
+
+def _send_once(transport: httpx.BaseTransport, request: httpx.Request) -> httpx.Response:
+    response = transport.handle_request(request)
+    response.request = request
+    check_compressed_end(response)
+    return response
 
 
 async def _asend_once(transport: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx.Response:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
-from tests.fakes import ORDERS_PATH, FakePackly
-
-SET_COOKIE = httpx.Response(200, json={"response": []}, headers={"Set-Cookie": "session=abc123; Path=/"})
+from airflow_provider_packly._http.clients import proxy_for
+from tests.fakes import ORDERS_PATH, FakePackly, fake_connection
 
 
 def test_no_cookie_is_kept_or_sent_back_sync_or_async() -> None:
@@ -32,3 +32,30 @@ def test_no_cookie_is_kept_or_sent_back_sync_or_async() -> None:
     asyncio.run(twice())
     assert cookies == [None, None, None, None]
     assert len(hook.get_client().cookies) == 0
+
+
+@pytest.mark.parametrize(
+    ("base_url", "environment", "expected"),
+    [
+        ("https://api.packly.example", {"HTTPS_PROXY": "http://p:3128"}, "http://p:3128"),
+        ("https://api.packly.example", {"HTTP_PROXY": "http://p:3128"}, None),
+        ("http://127.0.0.1:8089", {"HTTP_PROXY": "http://p:3128"}, "http://p:3128"),
+        ("https://api.packly.example", {"ALL_PROXY": "http://all:1"}, "http://all:1"),
+        ("https://api.packly.example", {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "packly.example"}, None),
+        ("https://api.packly.example", {"https_proxy": "http://p:3128", "no_proxy": "*"}, None),
+        ("https://api.packly.example", {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "other.example"}, "http://p:3128"),
+        ("http://127.0.0.1:8089", {"HTTP_PROXY": "http://p:3128", "NO_PROXY": "127.0.0.1"}, None),
+        ("https://api.packly.example", {}, None),
+    ],
+)
+def test_the_environment_s_proxy_is_decided_once_per_connection(
+    base_url: str, environment: dict[str, str], expected: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUEST_METHOD"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert proxy_for(fake_connection(base_url=base_url)) == expected
+    # The connection's own proxy replaces whatever the environment says.
+    assert proxy_for(fake_connection(base_url=base_url, proxy_url="http://mine:8080")) == "http://mine:8080"
