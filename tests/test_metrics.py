@@ -20,12 +20,12 @@ import httpx
 import pytest
 
 from airflow_provider_packly import metrics
-from airflow_provider_packly.exceptions import PacklyAuthError, PacklyError
+from airflow_provider_packly.exceptions import PacklyAuthError, PacklyError, PacklyTransportError
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger
 from airflow_provider_packly.triggers.rules import OrderCondition, deadline_after
 
-from .fakes import ORDERS_PATH, SECRET, FakePackly, envelope, order, page
+from .fakes import ORDERS_PATH, SECRET, FakePackly, envelope, fake_connection, order, page
 
 
 class FakeStats:
@@ -98,6 +98,36 @@ def test_a_retried_503_is_counted_with_its_reason(stats, run, fake_time):
     # One call, one latency sample: the retry is inside it.
     assert stats.named(metrics.REQUEST_DURATION)[-1] == {"endpoint": "v1_reseller_orders", "outcome": "ok"}
     assert len(stats.named(metrics.REQUEST_DURATION)) == 2
+
+
+def test_a_retried_429_is_counted_with_its_reason(stats, run, fake_time):
+    packly = FakePackly(httpx.Response(429), httpx.Response(200, json={"response": []}))
+    assert run(packly.hook(retry_max_attempts=3), ORDERS_PATH).status_code == 200
+    assert stats.named(metrics.RETRIES) == [{"endpoint": "v1_reseller_orders", "reason": "http_429"}]
+
+
+def test_a_token_fetch_that_cannot_reach_packly_is_counted_with_the_error_class(stats, run):
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    transport = httpx.MockTransport(refuse)
+    with pytest.raises(PacklyTransportError):
+        run(PacklyHook(connection=fake_connection(), transport=transport, async_transport=transport), "token")
+    assert stats.named(metrics.TOKEN_FETCHES) == [{"outcome": "error"}]
+    assert stats.named(metrics.TOKEN_FAILURES) == [{"reason": "PacklyTransportError"}]
+
+
+@pytest.mark.parametrize(
+    ("path", "tag"),
+    [
+        ("/v1/reseller/orders", "v1_reseller_orders"),
+        ("/v1/reseller/dieline", "v1_reseller_dieline"),
+        ("/v1/oauth2/token", "v1_oauth2_token"),
+        ("/v1/reseller/orders/ord-12345", "v1_reseller_orders_id"),
+    ],
+)
+def test_the_endpoint_tags_docs_metrics_md_names(path, tag):
+    assert metrics.endpoint_tag(httpx.Request("GET", f"https://api.packly.io{path}?page=2")) == tag
 
 
 def test_a_retried_transport_failure_is_counted_with_its_class_name(stats, run, fake_time):
