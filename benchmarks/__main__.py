@@ -72,7 +72,7 @@ FULL = Settings(
     masker_sizes=[1, 10, 100, 1000],
     goal_levels=[10, 50, 200],
     goal_calls=1000,
-    goal_rounds=5,
+    goal_rounds=4,
 )
 QUICK = Settings(
     inproc_calls=100,
@@ -95,7 +95,7 @@ QUICK = Settings(
     breakdown_number=500,
     masker_sizes=[1, 10],
     goal_levels=[10, 50, 200],
-    goal_calls=200,
+    goal_calls=100,
     goal_rounds=2,
 )
 #: The smallest run that still takes every benchmark through every step and prints every ratio:

@@ -95,7 +95,7 @@ def measure_async(server: Server, *, levels: list[int], calls: int, rounds: int)
             concurrency=level,
             slices=slices_for(calls, level),
             contenders_from=GOAL1_CONTENDERS,
-            warmup_calls=max(2 * level, min(100, calls)),
+            warmup_calls=max(level, min(100, calls)),  # every coroutine's connection opened
         )
         by_level[str(level)] = comparison.as_dict(OURS)
     return {"levels": levels, "calls": calls, "rounds": rounds, "by_level": by_level}
