@@ -569,6 +569,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     add("./dev bench            # syncs .venv with the bench group, runs the full suite (about 5-8 minutes)")
     add("./dev bench --quick    # a smoke run in seconds (numbers not meaningful)")
     add("./dev bench --tiny     # the smallest run through every benchmark: what the test suite runs")
+    add("python -m benchmarks.goals [--quick]  # in .venv: only issue 12's goals 1, 3 and 4 (a few minutes)")
     add("./dev bench --output-dir /tmp/bench --json /tmp/bench/results.json")
     add("```")
     add("")
