@@ -2,7 +2,8 @@
 
 All metric names live here (``docs/metrics.md`` lists them), each prefixed ``packly.``. The
 call sites are one line each: ``auth.TokenSource`` (token fetches), ``_http.retrying``
-(retries) and ``_http.shell.PacklyHttp`` (request latency, sync and async alike).
+(retries), ``_http.shell.PacklyHttp`` (request latency, sync and async alike) and
+``triggers.order_scan.OrderScan`` (scans and waiters).
 
 Two rules hold for every emit:
 
@@ -153,8 +154,9 @@ def token_fetch() -> Iterator[None]:
 def record_scan(waiters: int) -> None:
     """Count one pass of the shared order scan serving ``waiters`` triggers.
 
-    The hook point for issue 11 part 1's shared scan, which is not in this tree yet: the scan
-    calls this once per pass over the orders list.
+    ``triggers.order_scan.OrderScan`` calls this once per pass over the orders list, complete,
+    stopped early or failed, with the number of waits that pass answered (a failed pass: the
+    waits it failed).
     """
     _emit("incr", SCANS, tags={})
     _emit("gauge", SCAN_WAITERS, waiters, tags={})

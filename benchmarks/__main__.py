@@ -43,6 +43,10 @@ class Settings:
     import_runs: int
     breakdown_number: int
     masker_sizes: list[int]
+    #: Issue 12, goal 1: the concurrencies, calls per contender and round, and rounds.
+    goal_levels: list[int]
+    goal_calls: int
+    goal_rounds: int
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,6 +70,9 @@ FULL = Settings(
     import_runs=7,
     breakdown_number=20000,
     masker_sizes=[1, 10, 100, 1000],
+    goal_levels=[10, 50, 200],
+    goal_calls=1000,
+    goal_rounds=4,
 )
 QUICK = Settings(
     inproc_calls=100,
@@ -87,6 +94,9 @@ QUICK = Settings(
     import_runs=1,
     breakdown_number=500,
     masker_sizes=[1, 10],
+    goal_levels=[10, 50, 200],
+    goal_calls=100,
+    goal_rounds=2,
 )
 #: The smallest run that still takes every benchmark through every step and prints every ratio:
 #: what the test suite's smoke test runs (``--tiny``). Its numbers mean nothing at all.
@@ -105,6 +115,9 @@ TINY = replace(
     trigger_window=1.0,
     trigger_poll_interval=0.5,
     breakdown_number=10,
+    goal_levels=[2, 5],
+    goal_calls=10,
+    goal_rounds=1,
 )
 
 PACKAGES = (
@@ -284,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(airflow_home, ignore_errors=True)
 
+    from benchmarks import goals as issue12
     from benchmarks import report
     from benchmarks._common import write_json
 
@@ -291,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = machine_facts(raw_argv, mode, time.perf_counter() - started)
     results["mode"] = mode
     results["goals"] = goals(results)
+    results["issue12"] = issue12.summary(results)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     plots = report.plot(results, args.output_dir)
     results["plots"] = [path.name for path in plots]
@@ -308,11 +323,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from benchmarks import ceiling, importcost, overhead, tokens, triggerer
+    from benchmarks import goals as issue12
     from benchmarks._common import bench_server, http_connection_json, packly_connection_json
     from benchmarks.contenders import ASYNC_CONTENDERS, MOCK_BASE_URL, SYNC_CONTENDERS, Target
 
     results: dict[str, Any] = {"settings": asdict(settings)}
     results["labels"] = {cls.name: cls.label for cls in [*SYNC_CONTENDERS, *ASYNC_CONTENDERS]}
+    results["labels"].update(issue12.labels())
     n = settings.concurrency
 
     step("1. per-call overhead in process")
@@ -376,6 +393,11 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         step("2. the limit: server ceiling and the fastest raw client")
         results["ceiling"] = ceiling.measure(server, calls=settings.loop_calls, rounds=settings.rounds, concurrency=n)
 
+        step(f"issue 12, goal 1: PacklyHook vs HttpAsyncHook at concurrency {settings.goal_levels}")
+        results["goal1"] = issue12.measure_async(
+            server, levels=settings.goal_levels, calls=settings.goal_calls, rounds=settings.goal_rounds
+        )
+
         step("3. token economy")
         sizes = {
             "coroutines": settings.coroutines,
@@ -420,6 +442,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
             token_refresh_margin=settings.token_refresh_margin,
             scratch=Path(scratch),
             aiohttp_variant=not quick,
+            before_variant=not quick,
         )
 
     step("5. DAG parse cost")

@@ -11,6 +11,8 @@ benchmarks --help`` works without the ``bench`` dependency group.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -83,6 +85,8 @@ def _check(response: httpx.Response) -> None:
 class SyncContender:
     name = ""
     label = ""
+    #: Why this contender cannot run against an in-process target (``None``: it can).
+    in_process_unavailable: str | None = None
 
     def call(self) -> None:
         raise NotImplementedError
@@ -266,7 +270,35 @@ def packly_hook(cls: Any, target: Target, **options: Any) -> Any:
     return cls(PACKLY_CONN_ID, **options)
 
 
-SYNC_CONTENDERS: list[type[SyncContender]] = [RawHttpx, HttpxAuth, Authlib, AirflowHttpHook, Packly]
+class RawUrllib3(SyncContender):
+    """The floor of the sync path (issue 12, goal 3): urllib3, which Airflow installs (requests
+    runs on it), with one keep-alive connection pool, a static bearer header and the body read."""
+
+    name = "raw-urllib3"
+    label = "raw urllib3 HTTPConnectionPool, static Bearer header, body read"
+    in_process_unavailable = "urllib3 has no in-process transport"
+
+    def __init__(self, target: Target) -> None:
+        import urllib3
+
+        url = urllib3.util.parse_url(target.base_url)
+        self.pool = urllib3.HTTPConnectionPool(
+            url.host or "127.0.0.1",
+            url.port,
+            maxsize=1,
+            headers={"Authorization": f"Bearer {target.static_token()}"},
+        )
+
+    def call(self) -> None:
+        response = self.pool.request("GET", API_PATH)  # preload_content: the body is read
+        if response.status != 200:
+            raise RuntimeError(f"unexpected HTTP {response.status}")
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+SYNC_CONTENDERS: list[type[SyncContender]] = [RawHttpx, HttpxAuth, Authlib, AirflowHttpHook, Packly, RawUrllib3]
 
 
 # -- async ---------------------------------------------------------------------------------------
@@ -277,6 +309,11 @@ class AsyncContender:
     label = ""
     #: Why this contender cannot run against an in-process target (``None``: it can).
     in_process_unavailable: str | None = None
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this contender cannot run at all here (e.g. a module this version lacks), or ``None``."""
+        return None
 
     async def open(self) -> None:
         pass
@@ -435,6 +472,52 @@ class AsyncPacklyAiohttp(AsyncPackly):
         from airflow_provider_packly.hooks.packly import PacklyHook
 
         self.hook = PacklyHook(PACKLY_CONN_ID, async_transport=AiohttpTransport())
+        await self.hook.aget_token()
+
+
+class AsyncPacklyHttpxTransport(AsyncPackly):
+    """PacklyHook on httpx's own default transport, given explicitly: the async path before
+    issue 12 (its default then), kept as the "before" row of the goals."""
+
+    name = "packly-hook-httpx"
+    label = "PacklyHook.arequest with async_transport=httpx.AsyncHTTPTransport() (before issue 12)"
+    in_process_unavailable = "needs a real socket"
+
+    async def open(self) -> None:
+        from airflow_provider_packly.hooks.packly import PacklyHook
+
+        self.hook = PacklyHook(PACKLY_CONN_ID, async_transport=httpx.AsyncHTTPTransport())
+        await self.hook.aget_token()
+
+
+#: The provider's own aiohttp-backed transport (issue 12); absent from older versions.
+PROVIDER_AIOHTTP_TRANSPORT = "airflow_provider_packly._http.aiohttp_transport"
+
+
+class AsyncPacklyProviderAiohttp(AsyncPackly):
+    """PacklyHook given the provider's own ``AiohttpTransport`` explicitly (one per hook)."""
+
+    name = "packly-hook-own-aiohttp"
+    label = "PacklyHook.arequest with async_transport=the provider's AiohttpTransport()"
+    in_process_unavailable = "aiohttp has no in-process transport"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        try:
+            found = importlib.util.find_spec(PROVIDER_AIOHTTP_TRANSPORT) is not None
+        except ImportError:
+            found = False
+        if not found:
+            return f"this version of the provider has no `{PROVIDER_AIOHTTP_TRANSPORT}`"
+        if importlib.util.find_spec("aiohttp") is None:
+            return "aiohttp is not installed"
+        return None
+
+    async def open(self) -> None:
+        from airflow_provider_packly.hooks.packly import PacklyHook
+
+        module = importlib.import_module(PROVIDER_AIOHTTP_TRANSPORT)
+        self.hook = PacklyHook(PACKLY_CONN_ID, async_transport=module.AiohttpTransport())
         await self.hook.aget_token()
 
 

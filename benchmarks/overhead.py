@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_provider_packly._http.retrying import call
@@ -48,8 +48,15 @@ def compare_sync(
     server: Server | None = None,
 ) -> Comparison:
     """``calls`` sequential GETs per contender and round."""
-    contenders: list[SyncContender] = [cls(target) for cls in SYNC_CONTENDERS]
+    contenders: list[SyncContender] = []
+    not_applicable: dict[str, str] = {}
+    for cls in SYNC_CONTENDERS:
+        if target.in_process and cls.in_process_unavailable:
+            not_applicable[cls.name] = cls.in_process_unavailable
+            continue
+        contenders.append(cls(target))
     comparison = Comparison(key=key, title=title, baseline=contenders[0].name, calls=calls)
+    comparison.not_applicable.update(not_applicable)
     comparison.slices = len(_slice_sizes(calls, slices))
 
     def work(contender: SyncContender, count: int) -> Callable[[], None]:
@@ -94,16 +101,23 @@ def compare_async(
     concurrency: int,
     slices: int = 5,
     server: Server | None = None,
+    contenders_from: Sequence[type[AsyncContender]] = (),
+    warmup_calls: int = WARMUP_CALLS * 5,
 ) -> Comparison:
-    """``calls`` GETs by ``concurrency`` coroutines per contender and round, all on one event loop."""
+    """``calls`` GETs by ``concurrency`` coroutines per contender and round, all on one event loop.
+
+    ``contenders_from``: the contenders (the first is the baseline); ``ASYNC_CONTENDERS`` if empty.
+    One that is ``unavailable()`` here is listed as not applicable, with the reason.
+    """
 
     async def main() -> Comparison:
         contenders: list[AsyncContender] = []
         comparison = Comparison(key=key, title=title, baseline="", calls=calls)
         comparison.slices = len(_slice_sizes(calls, slices))
-        for cls in ASYNC_CONTENDERS:
-            if target.in_process and cls.in_process_unavailable:
-                comparison.not_applicable[cls.name] = cls.in_process_unavailable
+        for cls in contenders_from or ASYNC_CONTENDERS:
+            why = cls.unavailable() or (cls.in_process_unavailable if target.in_process else None)
+            if why:
+                comparison.not_applicable[cls.name] = why
                 continue
             contenders.append(cls(target))
         comparison.baseline = contenders[0].name
@@ -112,9 +126,7 @@ def compare_async(
                 await contender.open()
                 comparison.seconds[contender.name] = []
                 comparison.failures[contender.name] = 0
-                comparison.failures[contender.name] += await run_concurrently(
-                    contender.call, WARMUP_CALLS * 5, concurrency
-                )
+                comparison.failures[contender.name] += await run_concurrently(contender.call, warmup_calls, concurrency)
                 if server is not None:
                     await asyncio.to_thread(server.reset)
                     comparison.failures[contender.name] += await run_concurrently(contender.call, calls, concurrency)

@@ -12,13 +12,17 @@ CONCURRENCY_PLOT = "benchmarks-concurrency.png"
 OVERHEAD_PLOT = "benchmarks-overhead.png"
 
 LIMIT_SECTION = "### The limit: server ceiling and the fastest raw client"
+ISSUE12_SECTION = "## Issue 12 goals"
+GOAL1_SECTION = "### Issue 12, goal 1: PacklyHook against HttpAsyncHook by concurrency"
 
 #: The sections of benchmarks.md, in order (the smoke test checks they are all there).
 SECTIONS = (
+    ISSUE12_SECTION,
     "## Goals",
     "## 1. Per-call overhead in process",
     "## 2. Per-call cost over loopback HTTP",
     LIMIT_SECTION,
+    GOAL1_SECTION,
     "## 3. Token economy and the event loop",
     "## 4. Triggerer scale",
     "## 5. DAG parse cost",
@@ -134,6 +138,84 @@ def limit_console_lines(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def issue12_section(results: dict[str, Any]) -> list[str]:
+    """The summary of issue 12's goals (``benchmarks.goals.summary``): first in the report."""
+    rows = results.get("issue12")
+    if not rows:
+        return []
+    lines = [
+        ISSUE12_SECTION,
+        "",
+        (
+            "Issue 12 (async speed), each goal from this run: ratios are time over time, per round, median "
+            "[min-max] over the rounds (below 1: PacklyHook is faster); the triggerer's numbers are one run's. "
+            "PASS reads the median against the target. Details: goal 1 in section 2 (its own table by "
+            "concurrency, read against the limit there: goal 5), goal 2 in section 4, goal 3 in section 2's "
+            "sync table (where the time goes: section 1's breakdown), goal 4 in section 5."
+        ),
+        "",
+        "| # | goal | measured | target | result | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        verdict = "PASS" if row["met"] else "**MISS**"
+        lines.append(
+            f"| {row['goal']} | {row['what']} | {row['measured']} | {row['target']} | {verdict} | {row['note']} |"
+        )
+    lines.append("")
+    return lines
+
+
+def goal1_section(results: dict[str, Any]) -> list[str]:
+    """Goal 1's comparisons, one table per concurrency (``benchmarks.goals.measure_async``)."""
+    goal1 = results.get("goal1")
+    if not goal1:
+        return []
+    from benchmarks.goals import HTTPASYNCHOOK, OURS
+
+    lines = [
+        GOAL1_SECTION,
+        "",
+        (
+            f"`PacklyHook(conn_id).arequest` (the hook as shipped, `{OURS}`) and Airflow's `HttpAsyncHook` inside "
+            f"one `session()` (`{HTTPASYNCHOOK}`), with the rows of issue 12's table, on the benchmark server "
+            f"over loopback: {goal1['calls']:,} GETs per client and round at each concurrency, "
+            f"{goal1['rounds']} interleaved rounds. Goal: `{OURS}` at most 0.9x `{HTTPASYNCHOOK}`'s time "
+            "(fourth column, that row). `python -m benchmarks.goals` runs these alone."
+        ),
+        "",
+    ]
+    labels = results.get("labels", {})
+    for level in goal1["levels"]:
+        lines.append(f"#### Concurrency {level}")
+        lines.append("")
+        lines.extend(comparison_table(goal1["by_level"][str(level)], labels, OURS))
+        lines.append("")
+    return lines
+
+
+def goal1_console_lines(results: dict[str, Any]) -> list[str]:
+    goal1 = results.get("goal1")
+    if not goal1:
+        return []
+    from benchmarks.goals import OURS
+
+    lines = []
+    for level in goal1["levels"]:
+        comparison = goal1["by_level"][str(level)]
+        lines.append(
+            f"issue 12 goal 1, concurrency {level} ({comparison['calls']} calls): time vs {comparison['baseline']}; "
+            f"{OURS}'s time vs each"
+        )
+        for name, row in comparison["contenders"].items():
+            if not row.get("ratio"):
+                lines.append(f"  {name:32} n/a ({row.get('note', '')})")
+                continue
+            versus = comparison["versus_ours"].get(name) if name != OURS else None
+            lines.append(f"  {name:32} {_spread(row['ratio']):22} {_spread(versus) if versus else '-'}")
+    return lines
+
+
 def _rounds(comparison: dict[str, Any]) -> int:
     return max((row.get("rounds", 0) for row in comparison["contenders"].values()), default=0)
 
@@ -155,6 +237,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         add("")
         add("**Quick mode**: a smoke run with a few calls per case; these numbers are not meaningful.")
     add("")
+    out.extend(issue12_section(results))
     add("## Goals")
     add("")
     add("| # | goal | measured | met? |")
@@ -244,13 +327,14 @@ def render_markdown(results: dict[str, Any]) -> str:
         aio = rows["packly-hook-aiohttp"]["us_per_call"]["median"]
         airflow = rows["airflow-httpasynchook-session"]["us_per_call"]["median"]
         add(
-            f"At concurrency {results['settings']['concurrency']} over loopback, `packly-hook-async` on httpx's "
-            f"default transport takes {ours:,.0f} µs per call; given httpx-aiohttp's transport "
+            f"At concurrency {results['settings']['concurrency']} over loopback, `packly-hook-async` (the hook as "
+            f"shipped) takes {ours:,.0f} µs per call; given httpx-aiohttp's transport "
             f"(`PacklyHook(async_transport=AiohttpTransport())`) {aio:,.0f} µs ({ours / aio:.1f}x less); "
             f"Airflow's `HttpAsyncHook` in a session {airflow:,.0f} µs."
         )
         add("")
     out.extend(limit_section(results))
+    out.extend(goal1_section(results))
 
     tokens = results["tokens"]
     settings = results["settings"]
@@ -327,15 +411,16 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"poll interval {trig['poll_interval']:g} s for {trig['window_seconds']:g} s, then every trigger is "
         "cancelled. Memory phase (tracemalloc on, separately): every trigger polls once and waits."
         + (
-            " The last column repeats the scale phase in another process with every trigger's hook given "
-            "httpx-aiohttp's `AiohttpTransport` (one per event loop): what that transport would change."
+            " The other columns repeat the scale phase, each in another process, with every trigger's hook "
+            "given one transport per event loop: httpx's own `AsyncHTTPTransport` (the async path before "
+            "issue 12) and httpx-aiohttp's `AiohttpTransport`."
             if trig.get("variants")
             else ""
         )
     )
     add("")
     variants = trig.get("variants", {})
-    columns = [("as shipped (httpx default transport)", scale)] + list(variants.items())
+    columns = [("as shipped (the default hook)", scale)] + list(variants.items())
     add("| measure | " + " | ".join(name for name, _ in columns) + " |")
     add("|---|" + "---|" * len(columns))
 
@@ -353,9 +438,17 @@ def render_markdown(results: dict[str, Any]) -> str:
         return f"{lifetimes}; {data['token_requests'] / lifetimes:.2f}"
 
     row("token lifetimes in the window; requests per lifetime", per_lifetime)
-    row("order polls made / scheduled", lambda d: f"{d['polls']:,} / {d['expected_polls']:,}")
+    row("order-list requests made / trigger polls scheduled", lambda d: f"{d['polls']:,} / {d['expected_polls']:,}")
     row(
-        "CPU time of the triggerer process per poll",
+        "trigger polls answered (the shared scan answers many per request)",
+        lambda d: f"{d['trigger_polls']:,}" if "trigger_polls" in d else "n/a",
+    )
+    row(
+        "CPU time of the triggerer process per trigger poll",
+        lambda d: f"{_number(d.get('cpu_ms_per_trigger_poll'), 3)} ms",
+    )
+    row(
+        "CPU time of the triggerer process per order-list request",
         lambda d: f"{_number(d.get('cpu_ms_per_poll'), 2)} ms",
     )
     row(
@@ -387,6 +480,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         ),
     )
     row("triggers that ended early (an event)", lambda d: str(d["finished_early"]))
+    row(
+        "errors: triggers ended early + warnings logged",
+        lambda d: f"{d.get('errors', d['finished_early'])} ({d.get('warnings_logged', 0)} warning(s))",
+    )
     add("")
     if scale["gc_pause_worst_ms"] >= 0.8 * scale["lag_worst_ms"]:
         add(
@@ -412,10 +509,28 @@ def render_markdown(results: dict[str, Any]) -> str:
     add("## 5. DAG parse cost")
     add("")
     add(
-        f"`{imports['command']}`, {imports['runs']} run(s): the cumulative times of every import finished "
-        f"after `airflow.sdk` add up to {_spread(imports['provider_ms'], 1, ' ms')} "
-        f"({imports['modules_imported']} modules). Heaviest (own time, median):"
+        f"`{imports['command']}`, {imports['runs']} run(s): the cumulative times of the imports finished "
+        f"after `airflow.sdk` up to the sensors (what a DAG file imports) add up to "
+        f"{_spread(imports['provider_ms'], 1, ' ms')}"
+        + (f"; with the hooks and triggers, {_spread(imports['all_ms'], 1, ' ms')}" if imports.get("all_ms") else "")
+        + f" ({imports['modules_imported']} modules)."
     )
+    add("")
+    if imports.get("stages_ms"):
+        add("| imported (in this order) | ms (median [min-max]) |")
+        add("|---|---|")
+        for stage, ms in imports["stages_ms"].items():
+            add(f"| {stage} | {_spread(ms, 1, '')} |")
+        add("")
+    if "aiohttp_imported" in imports:
+        add(
+            "**aiohttp imported: "
+            + ("yes" if imports["aiohttp_imported"] else "no")
+            + "** (issue 12, goal 4: aiohttp costs ~230 ms to import; it may be imported only when an async "
+            "client is first created, never by importing the provider's modules)."
+        )
+        add("")
+    add("Heaviest (own time, median):")
     add("")
     add("| module | ms |")
     add("|---|---|")
@@ -454,6 +569,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     add("./dev bench            # syncs .venv with the bench group, runs the full suite (about 5-8 minutes)")
     add("./dev bench --quick    # a smoke run in seconds (numbers not meaningful)")
     add("./dev bench --tiny     # the smallest run through every benchmark: what the test suite runs")
+    add("python -m benchmarks.goals [--quick]  # in .venv: only issue 12's goals 1, 3 and 4 (a few minutes)")
     add("./dev bench --output-dir /tmp/bench --json /tmp/bench/results.json")
     add("```")
     add("")
@@ -467,7 +583,9 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 
 def console_table(results: dict[str, Any]) -> str:
-    lines = []
+    from benchmarks.goals import console_lines
+
+    lines = console_lines(results["issue12"]) if results.get("issue12") else []
     for title, comparison, ours in (
         ("in process, sync", results["in_process"]["sync"], "packly-hook"),
         ("in process, async", results["in_process"]["async"], "packly-hook-async"),
@@ -482,12 +600,15 @@ def console_table(results: dict[str, Any]) -> str:
             versus = comparison["versus_ours"].get(name) if name != ours else None
             lines.append(f"  {name:32} {_spread(row['ratio']):22} {_spread(versus) if versus else '-'}")
     lines.extend(limit_console_lines(results))
+    lines.extend(goal1_console_lines(results))
     lines.append("token requests (coroutines / threads / wrong secret):")
     for name, row in results["tokens"]["counts"].items():
         lines.append(f"  {name:32} {row['coroutines']} / {row['threads']} / {row['wrong_credentials']}")
     lines.append("goals:")
     for goal in results["goals"]:
         lines.append(f"  [{'met' if goal['met'] else 'MISSED'}] {goal['goal']}: {goal['measured']}")
+    if results.get("issue12"):
+        lines.extend(console_lines(results["issue12"]))  # again at the end, where a terminal shows it
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import gc
 import json
+import logging
 import math
 import os
 import subprocess
@@ -53,12 +54,14 @@ def run(
     token_refresh_margin: float,
     scratch: Path,
     aiohttp_variant: bool = True,
+    before_variant: bool = False,
 ) -> dict[str, Any]:
     """Start the sandbox and the child(ren); return the report.
 
-    The main child uses the triggers as they are (memory and scale phases). With
-    ``aiohttp_variant`` a second child repeats the scale phase with the triggers' hooks given
-    httpx-aiohttp's ``AiohttpTransport`` (one per event loop): what that transport would change.
+    The main child uses the triggers as they are (memory and scale phases). Each variant is
+    another child repeating the scale phase with the triggers' hooks given one transport per
+    event loop: with ``before_variant`` httpx's own ``AsyncHTTPTransport`` (the async path before
+    issue 12), with ``aiohttp_variant`` httpx-aiohttp's ``AiohttpTransport``.
     """
     with sandbox_server(order_step_seconds=1e6, token_lifetime=token_lifetime) as sandbox:
         env = {
@@ -85,23 +88,21 @@ def run(
             str(token_refresh_margin),
         ]
         report = _child([*argv, "--output", str(scratch / "triggerer.json")], env, scratch / "triggerer.json")
-        if aiohttp_variant:
-            variant_path = scratch / "triggerer-aiohttp.json"
+        wanted = [(VARIANTS["httpx"], "httpx")] if before_variant else []
+        wanted += [(VARIANTS["aiohttp"], "aiohttp")] if aiohttp_variant else []
+        for label, transport in wanted:
+            variant_path = scratch / f"triggerer-{transport}.json"
             variant = _child(
-                [
-                    *argv,
-                    "--phases",
-                    "scale",
-                    "--transport",
-                    "aiohttp",
-                    "--output",
-                    str(variant_path),
-                ],
+                [*argv, "--phases", "scale", "--transport", transport, "--output", str(variant_path)],
                 env,
                 variant_path,
             )
-            report["variants"] = {"httpx-aiohttp transport": variant["scale"]}
+            report.setdefault("variants", {})[label] = variant["scale"]
     return report
+
+
+#: The scale-phase variants: ``--transport`` value -> the column's label in the report.
+VARIANTS = {"httpx": "before: httpx default transport", "aiohttp": "httpx-aiohttp transport"}
 
 
 def _child(argv: list[str], env: dict[str, str], output: Path) -> dict[str, Any]:
@@ -121,10 +122,22 @@ def _child(argv: list[str], env: dict[str, str], output: Path) -> dict[str, Any]
 
 
 def _use_aiohttp_transport() -> None:
-    """Give every trigger's hook one ``AiohttpTransport`` per event loop (this process only)."""
-    import weakref
-
+    """Give every trigger's hook one httpx-aiohttp ``AiohttpTransport`` per event loop (this process only)."""
     from httpx_aiohttp import AiohttpTransport
+
+    _use_transport(AiohttpTransport)
+
+
+def _use_httpx_transport() -> None:
+    """Give every trigger's hook one ``httpx.AsyncHTTPTransport`` per event loop: the async
+    path before issue 12, whatever the hook's default is now (this process only)."""
+    import httpx
+
+    _use_transport(httpx.AsyncHTTPTransport)
+
+
+def _use_transport(factory: Any) -> None:
+    import weakref
 
     from airflow_provider_packly.hooks.packly import PacklyHook
     from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger
@@ -135,10 +148,50 @@ def _use_aiohttp_transport() -> None:
         loop = asyncio.get_running_loop()
         transport = transports.get(loop)
         if transport is None:
-            transport = transports[loop] = AiohttpTransport()
+            transport = transports[loop] = factory()
         return PacklyHook(self.packly_conn_id, shared_async_client=True, async_transport=transport)
 
     PacklyOrderStatusTrigger._make_hook = make_hook  # type: ignore[method-assign]
+
+
+class _WarningCounter(logging.Handler):
+    """Counts the records at WARNING or above (each once, wherever it is attached), keeping a few."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.samples: list[str] = []
+        self._last: logging.LogRecord | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record is self._last:  # the same record, met again higher up the logger tree
+            return
+        self._last = record
+        self.count += 1
+        if len(self.samples) < 3:
+            self.samples.append(f"{record.name}: {record.getMessage()}"[:300])
+
+
+def _count_structlog_warnings(counter: _WarningCounter) -> Any:
+    """Count structlog's warnings too (Airflow's loggers, the triggers' ``self.log``, bypass the
+    standard library's handlers): a first processor added to the configured chain, in place, so
+    loggers already bound see it. Returns what removes it; a no-op where structlog is not used."""
+    try:
+        import structlog
+
+        processors = structlog.get_config()["processors"]
+    except Exception:  # noqa: BLE001 - no structlog, or not configured: the stdlib handler suffices
+        return lambda: None
+
+    def count(logger: Any, method_name: str, event_dict: Any) -> Any:
+        if method_name in ("warning", "warn", "error", "exception", "critical", "fatal"):
+            counter.count += 1
+            if len(counter.samples) < 3:
+                counter.samples.append(str(event_dict.get("event", ""))[:300])
+        return event_dict
+
+    processors.insert(0, count)
+    return lambda: processors.remove(count)
 
 
 # -- the child ----------------------------------------------------------------------------------
@@ -192,10 +245,30 @@ def _polls_idle() -> bool:
     return semaphore._value == triggers_module.PacklyOrderStatusTrigger.max_polls_in_flight and not semaphore._waiters
 
 
+#: Trigger polls answered in this process: each time a trigger evaluates its condition on an
+#: answer (``_count_answers``). With the shared order scan one request answers many triggers,
+#: so the server's request count is not the triggers' poll count.
+_ANSWERS = [0]
+
+
+def _count_answers() -> None:
+    """Count every evaluation of an order condition (one per trigger poll answered)."""
+    from airflow_provider_packly.core.waiting import OrderCondition
+
+    real = OrderCondition.evaluate
+
+    def evaluate(self: Any, order: Any) -> Any:
+        _ANSWERS[0] += 1
+        return real(self, order)
+
+    OrderCondition.evaluate = evaluate  # type: ignore[method-assign]
+
+
 async def _wait_until_polled(base_url: str, expected: int, timeout: float) -> bool:
+    """Until ``expected`` trigger polls have been answered (``_ANSWERS``) and none is in flight."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _polls(await asyncio.to_thread(_stats, base_url)) >= expected and _polls_idle():
+        if _ANSWERS[0] >= expected and _polls_idle():
             await asyncio.sleep(0.3)  # responses read, triggers back to sleep
             if _polls_idle():
                 return True
@@ -210,13 +283,13 @@ async def memory_phase(base_url: str, triggers: int) -> dict[str, Any]:
     events: list[Any] = []
     tracemalloc.start(10)
     try:
-        before = _polls(await asyncio.to_thread(_stats, base_url))
+        before = _ANSWERS[0]
         warm = [asyncio.create_task(_drive(t, events)) for t in _make_triggers(8, 3600)]
         await _wait_until_polled(base_url, before + len(warm), 60)
         await _cancel(warm)
         gc.collect()
         baseline = tracemalloc.take_snapshot()
-        start_polls = _polls(await asyncio.to_thread(_stats, base_url))
+        start_polls = _ANSWERS[0]
         made = _make_triggers(triggers, 3600)
         tasks = [asyncio.create_task(_drive(t, events)) for t in made]
         all_waiting = await _wait_until_polled(base_url, start_polls + triggers, 120)
@@ -287,18 +360,28 @@ async def scale_phase(base_url: str, triggers: int, window: float, poll_interval
         elif gc_started:
             gc_pauses.append((time.perf_counter() - gc_started.pop(), info["generation"]))
 
+    made = _make_triggers(triggers, poll_interval)
+    # Errors: warnings logged (a transient poll failure is logged and polled on), through the
+    # standard library's logging (root) or Airflow's structlog loggers (the triggers' own).
+    warnings_counter = _WarningCounter()
+    logging.getLogger().addHandler(warnings_counter)
+    unwatch_structlog = _count_structlog_warnings(warnings_counter)
     stats_before = await asyncio.to_thread(_stats, base_url)
+    answers_before = _ANSWERS[0]
     tracked_before = len(gc.get_objects())
     cpu_before = time.process_time()
     gc.callbacks.append(on_gc)
     beating = asyncio.create_task(heartbeat())
-    tasks = [asyncio.create_task(_drive(t, events)) for t in _make_triggers(triggers, poll_interval)]
+    tasks = [asyncio.create_task(_drive(t, events)) for t in made]
     await asyncio.sleep(window)
     stop.set()
     await beating
     gc.callbacks.remove(on_gc)
+    logging.getLogger().removeHandler(warnings_counter)
+    unwatch_structlog()
     elapsed = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_before
+    answers = _ANSWERS[0] - answers_before
     tracked_objects = len(gc.get_objects())
     worst_gc = max(gc_pauses, default=(0.0, 0))
     full_collections = [pause for pause, generation in gc_pauses if generation == 2]
@@ -312,6 +395,9 @@ async def scale_phase(base_url: str, triggers: int, window: float, poll_interval
         "polls": polls,
         "cpu_seconds": cpu_seconds,
         "cpu_ms_per_poll": cpu_seconds * 1000 / polls if polls else math.nan,
+        # What a trigger's poll costs: each answered poll, however many share one request.
+        "trigger_polls": answers,
+        "cpu_ms_per_trigger_poll": cpu_seconds * 1000 / answers if answers else math.nan,
         "gc_tracked_objects": tracked_objects,
         "gc_tracked_objects_before": tracked_before,
         "expected_polls": triggers * math.ceil(window / poll_interval),
@@ -327,6 +413,10 @@ async def scale_phase(base_url: str, triggers: int, window: float, poll_interval
         "gc_full_collections": len(full_collections),
         "gc_full_collections_ms": sum(full_collections) * 1000,
         "finished_early": finished_early,
+        # The orders never close: any trigger that ended (an event, an exception) is an error.
+        "warnings_logged": warnings_counter.count,
+        "warning_samples": warnings_counter.samples,
+        "errors": finished_early + warnings_counter.count,
         "events": events[:3],
     }
 
@@ -341,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-refresh-margin", type=float, default=60.0)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--phases", default="memory,scale", help="comma-separated: memory, scale")
-    parser.add_argument("--transport", choices=["default", "aiohttp"], default="default")
+    parser.add_argument("--transport", choices=["default", *VARIANTS], default="default")
     parser.add_argument("--shared-scan", action="store_true", help="only the shared-scan row (no sandbox needed)")
     parser.add_argument("--orders", type=int, default=10_000)
     args = parser.parse_args(argv)
@@ -356,8 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     import airflow_provider_packly.hooks.packly
     import airflow_provider_packly.triggers.packly  # noqa: F401
 
+    _count_answers()
+
     if args.transport == "aiohttp":
         _use_aiohttp_transport()
+    elif args.transport == "httpx":
+        _use_httpx_transport()
     phases = set(args.phases.split(","))
     memory = asyncio.run(memory_phase(args.base_url, args.triggers)) if "memory" in phases else None
     scale = asyncio.run(scale_phase(args.base_url, args.triggers, args.window, args.poll_interval))

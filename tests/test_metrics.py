@@ -9,17 +9,23 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from airflow_provider_packly import metrics
-from airflow_provider_packly.exceptions import PacklyAuthError, PacklyError
+from airflow_provider_packly.exceptions import PacklyAuthError, PacklyError, PacklyTransportError
 from airflow_provider_packly.hooks.packly import PacklyHook
+from airflow_provider_packly.triggers.packly import PacklyOrderStatusTrigger
+from airflow_provider_packly.triggers.rules import OrderCondition, deadline_after
 
-from .fakes import ORDERS_PATH, SECRET, FakePackly
+from .fakes import ORDERS_PATH, SECRET, FakePackly, envelope, fake_connection, order, page
 
 
 class FakeStats:
@@ -94,6 +100,36 @@ def test_a_retried_503_is_counted_with_its_reason(stats, run, fake_time):
     assert len(stats.named(metrics.REQUEST_DURATION)) == 2
 
 
+def test_a_retried_429_is_counted_with_its_reason(stats, run, fake_time):
+    packly = FakePackly(httpx.Response(429), httpx.Response(200, json={"response": []}))
+    assert run(packly.hook(retry_max_attempts=3), ORDERS_PATH).status_code == 200
+    assert stats.named(metrics.RETRIES) == [{"endpoint": "v1_reseller_orders", "reason": "http_429"}]
+
+
+def test_a_token_fetch_that_cannot_reach_packly_is_counted_with_the_error_class(stats, run):
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    transport = httpx.MockTransport(refuse)
+    with pytest.raises(PacklyTransportError):
+        run(PacklyHook(connection=fake_connection(), transport=transport, async_transport=transport), "token")
+    assert stats.named(metrics.TOKEN_FETCHES) == [{"outcome": "error"}]
+    assert stats.named(metrics.TOKEN_FAILURES) == [{"reason": "PacklyTransportError"}]
+
+
+@pytest.mark.parametrize(
+    ("path", "tag"),
+    [
+        ("/v1/reseller/orders", "v1_reseller_orders"),
+        ("/v1/reseller/dieline", "v1_reseller_dieline"),
+        ("/v1/oauth2/token", "v1_oauth2_token"),
+        ("/v1/reseller/orders/ord-12345", "v1_reseller_orders_id"),
+    ],
+)
+def test_the_endpoint_tags_docs_metrics_md_names(path, tag):
+    assert metrics.endpoint_tag(httpx.Request("GET", f"https://api.packly.io{path}?page=2")) == tag
+
+
 def test_a_retried_transport_failure_is_counted_with_its_class_name(stats, run, fake_time):
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
@@ -107,6 +143,26 @@ def test_a_token_fetch_is_counted(stats, run):
     assert run(FakePackly().hook(), "token") == "tok-1"
     assert stats.named(metrics.TOKEN_FETCHES) == [{"outcome": "ok"}]
     assert stats.named(metrics.TOKEN_FAILURES) == []
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_cached_token_is_no_fetch(stats, mode):
+    packly = FakePackly()
+    hook = packly.hook()
+    if mode == "sync":
+        with hook:
+            hook.request("GET", ORDERS_PATH)
+            hook.request("GET", ORDERS_PATH)
+    else:
+
+        async def main() -> None:
+            async with hook:
+                await hook.arequest("GET", ORDERS_PATH)
+                await hook.arequest("GET", ORDERS_PATH)
+
+        asyncio.run(main())
+    assert packly.token_requests == 1 and len(packly.calls) == 2
+    assert stats.named(metrics.TOKEN_FETCHES) == [{"outcome": "ok"}]
 
 
 def test_a_refused_token_fetch_is_counted_as_a_failure_with_its_status(stats, run):
@@ -181,6 +237,63 @@ def test_the_scan_hook_counts_scans_and_waiters(stats):
     ]
 
 
+# -- the shared order scan (triggers.order_scan) ----------------------------------------------------
+
+
+def _order_book(count: int, status: str) -> FakePackly:
+    """A Packly with ``count`` orders of ``status``, served in pages (the empty page ends the list)."""
+    orders = [order(f"ORD-{n:04d}", status) for n in range(1, count + 1)]
+
+    def list_page(request: httpx.Request) -> httpx.Response:
+        number, limit = int(request.url.params["page"]), int(request.url.params["limit"])
+        return page(*orders[number * limit : (number + 1) * limit])
+
+    return FakePackly(list_page)
+
+
+def _waiting_trigger(order_id: str) -> PacklyOrderStatusTrigger:
+    return PacklyOrderStatusTrigger(
+        order_id=order_id,
+        condition=OrderCondition("order_status", ("closed",)).to_dict(),
+        deadline=deadline_after(120),
+        poll_interval=60,
+        page_size=50,
+    )
+
+
+async def _first_event(trigger: PacklyOrderStatusTrigger) -> dict[str, Any]:
+    async for event in trigger.run():
+        return event.payload
+    raise AssertionError("the trigger ended without an event")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("waiting", [1, 40])
+async def test_one_shared_scan_is_counted_once_with_every_trigger_it_serves(stats, monkeypatch, waiting):
+    packly = _order_book(120, status="closed")  # 3 pages of 50
+    monkeypatch.setattr(PacklyOrderStatusTrigger, "_make_hook", lambda trigger: packly.hook())
+    ids = [f"ORD-{(i * 37) % 120 + 1:04d}" for i in range(waiting)]  # spread over every page
+    events = await asyncio.gather(*(_first_event(_waiting_trigger(order_id)) for order_id in ids))
+    assert [event["status"] for event in events] == ["success"] * waiting
+    assert [(method, name, value) for method, name, value, _ in stats.events if name.startswith("packly.scan")] == [
+        ("incr", metrics.SCANS, None),
+        ("gauge", metrics.SCAN_WAITERS, waiting),
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_failed_scan_is_counted_with_the_triggers_it_failed(stats, monkeypatch):
+    refusing = FakePackly(envelope(400, "BAD_REQUEST", "no"))
+    monkeypatch.setattr(PacklyOrderStatusTrigger, "_make_hook", lambda trigger: refusing.hook())
+    events = await asyncio.gather(*(_first_event(_waiting_trigger(f"ORD-000{n}")) for n in (1, 2, 3)))
+    assert [event["status"] for event in events] == ["error"] * 3
+    assert len(refusing.calls) == 1  # one pass, failed on its first page
+    assert [(name, value) for _, name, value, _ in stats.events if name.startswith("packly.scan")] == [
+        (metrics.SCANS, None),
+        (metrics.SCAN_WAITERS, 3),
+    ]
+
+
 def test_airflow_stats_is_the_default_backend(monkeypatch):
     """The looked-up backend is the Stats both Airflow 3.2 and 3.3 offer, and emitting through it works
     (Airflow's ``NoStatsLogger`` when no metrics backend is configured)."""
@@ -189,3 +302,24 @@ def test_airflow_stats_is_the_default_backend(monkeypatch):
     monkeypatch.setattr(metrics, "stats", None)
     metrics.record_scan(1)
     assert metrics.stats is Stats
+
+
+def test_the_stats_lookup_warns_of_no_deprecation_on_this_airflow():
+    """docs/metrics.md: the provider's way to Airflow's Stats is not deprecated (3.3 and the 3.2 floor)."""
+    code = (
+        "from airflow.sdk.observability.stats import Stats\n"
+        "from airflow_provider_packly import metrics\n"
+        "metrics.record_scan(1)\n"
+        "assert metrics.stats is Stats\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_every_metric_is_named_packly_and_documented():
+    """docs/metrics.md's table lists exactly the module's metric names, each starting ``packly.``."""
+    names = {value for name, value in vars(metrics).items() if name.isupper() and isinstance(value, str)}
+    assert len(names) == 6
+    assert all(name.startswith("packly.") for name in names)
+    page = (Path(__file__).parents[1] / "docs" / "metrics.md").read_text()
+    assert set(re.findall(r"^\| `(packly\.[a-z_.]+)` \|", page, re.MULTILINE)) == names

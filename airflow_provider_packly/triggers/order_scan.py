@@ -25,7 +25,8 @@ list serves them all:
   (``PacklyOrderEventTrigger``).
 
 Each group counts its scans, order requests, answers and waiters (``OrderScan.stats``): the
-shared-scan test and the triggerer benchmark read them.
+shared-scan test and the triggerer benchmark read them. Each pass is also sent to Airflow's
+``Stats`` once, with the number of waits it answered (``metrics.record_scan``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from airflow_provider_packly import metrics
 from airflow_provider_packly.exceptions import PacklyOrderNotFound
 from airflow_provider_packly.resources import ORDERS_PATH, OrderPager
 
@@ -210,14 +212,17 @@ class OrderScan:
     async def _run(self) -> None:
         while self._pending:
             try:
-                await self._scan()
+                served = await self._scan()
             except Exception as exc:  # noqa: BLE001 - handed to every waiter, who decides
                 pending, self._pending = self._pending, []
+                served = len(pending)
                 for wait in pending:
                     if not wait.future.done():
                         wait.future.set_exception(exc)
+            metrics.record_scan(served)  # once per pass, failed passes included
 
-    async def _scan(self) -> None:
+    async def _scan(self) -> int:
+        """One pass over the list; returns how many waits it answered."""
         from airflow_provider_packly.hooks.packly import json_body
 
         if self._hook is None:
@@ -271,6 +276,7 @@ class OrderScan:
                     if not wait.future.done():
                         wait.future.set_exception(order_not_found(wait.order_id))
         self.stats.most_waiters = max(self.stats.most_waiters, served)
+        return served
 
     def _answer(self, answer_for: Callable[[_Wait], Any]) -> int:
         """Resolve every pending wait ``answer_for`` has an answer for; return how many."""

@@ -57,6 +57,18 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     assert re.search(r"^  fastest raw client +\d+ µs \[", finished.stdout, re.MULTILINE)
     results_data = json.loads(results.read_text())
     assert results_data["mode"] == "tiny"
+    # Issue 12's summary is printed before the tables (and again at the end), one PASS/MISS line per goal row.
+    stdout = "\n" + finished.stdout
+    assert -1 < stdout.find("\nIssue 12 goals:\n") < stdout.find("\nin process, sync (")
+    for row in results_data["issue12"]:
+        assert f"] {row['goal']}. {row['what']}: {row['measured']}" in finished.stdout
+    # Goal 1's rows are printed at each concurrency.
+    for level, comparison in results_data["goal1"]["by_level"].items():
+        assert f"issue 12 goal 1, concurrency {level} (" in finished.stdout
+        for name, row in comparison["contenders"].items():
+            if row["ratio"] is not None:
+                printed = rf"^  {re.escape(name)} +{row['ratio']['median']:.2f}x \["
+                assert re.search(printed, finished.stdout, re.MULTILINE), (level, name)
     # Every contender's ratio is printed, not only computed.
     for section in ("in_process", "loopback"):
         for kind in ("sync", "async"):
@@ -151,3 +163,62 @@ def test_the_server_ceiling_and_the_fastest_raw_client_are_measured(quick_run):
     for row in limit["clients"].values():
         for server in ("raw_server", "bench_server"):
             assert _finite_positive(row[server]["us_per_call"]["median"])
+
+
+def test_issue_12_goal_1_measures_every_row_at_every_concurrency(quick_run):
+    from benchmarks.goals import GOAL1_CONTENDERS, HTTPASYNCHOOK, OURS
+
+    _, results = quick_run
+    goal1 = results["goal1"]
+    assert goal1["levels"] == results["settings"]["goal_levels"]
+    assert set(goal1["by_level"]) == {str(level) for level in goal1["levels"]}
+    for comparison in goal1["by_level"].values():
+        rows = comparison["contenders"]
+        assert set(rows) == {cls.name for cls in GOAL1_CONTENDERS}
+        # Only the provider's own transport may be missing (a provider without it).
+        missing = {name for name, row in rows.items() if row["ratio"] is None}
+        assert missing <= {"packly-hook-own-aiohttp"}, missing
+        for name, row in rows.items():
+            if row["ratio"] is None:
+                assert row["note"]
+                continue
+            assert row["failures"] == 0, name
+            for stat in ("median", "min", "max"):
+                assert _finite_positive(row["ratio"][stat]), (name, stat)
+                assert _finite_positive(comparison["versus_ours"][name][stat]), (name, stat)
+        assert comparison["baseline"] == "raw-aiohttp"
+        assert OURS in rows and HTTPASYNCHOOK in rows
+
+
+def test_issue_12_sync_rows_include_urllib3(quick_run):
+    _, results = quick_run
+    loop = results["loopback"]["sync"]
+    assert _finite_positive(loop["contenders"]["raw-urllib3"]["ratio"]["median"])
+    assert _finite_positive(loop["versus_ours"]["raw-urllib3"]["median"])
+    assert _finite_positive(loop["versus_ours"]["airflow-httphook"]["median"])
+    assert results["in_process"]["sync"]["contenders"]["raw-urllib3"]["ratio"] is None
+
+
+def test_issue_12_summary_has_every_goal_with_numbers(quick_run):
+    from benchmarks.report import ISSUE12_SECTION
+
+    out, results = quick_run
+    rows = results["issue12"]
+    assert {row["goal"] for row in rows} == {"1", "2", "3", "4", "5"}
+    assert sum(row["goal"] == "1" for row in rows) == len(results["goal1"]["levels"])
+    for row in rows:
+        assert isinstance(row["met"], bool) and row["measured"] and row["target"]
+        assert row["value"] is not None, row
+        for stat in ("median", "min", "max"):
+            value = row["value"][stat]
+            assert isinstance(value, (int, float)) and math.isfinite(value), (row["what"], stat)
+    text = (out / "benchmarks.md").read_text()
+    section = text[text.index(ISSUE12_SECTION) : text.index("## Goals")]
+    assert section.count("| PASS |") + section.count("| **MISS** |") == len(rows)
+    scale = results["triggerer"]["scale"]
+    assert isinstance(scale["errors"], int) and isinstance(scale["trigger_polls"], int)
+    assert scale["trigger_polls"] > 0
+    # Goal 4 is a property, not a timing: importing the provider's modules never imports aiohttp.
+    imports = results["imports"]
+    assert imports["aiohttp_imported"] is False
+    assert set(imports["stages_ms"]) == {"operators", "sensors", "hooks", "triggers"}
