@@ -18,6 +18,7 @@ aiohttp takes ~230 ms to import, so it is imported on the first request, never w
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import functools
 import ssl
@@ -70,7 +71,10 @@ def _request_class() -> type[aiohttp.ClientRequest]:
 def _mapped(exc: BaseException, request: httpx.Request, *, sending: bool) -> httpx.TransportError:
     """The httpx error httpcore raises for aiohttp's ``exc``; ``sending``: the body was not all taken.
 
-    The message names the failure from aiohttp's text, which holds no header value.
+    The message names the failure from aiohttp's text, which holds no header value. ``exc``
+    becomes its cause (the hook finds a TLS failure there), except an error about an answer:
+    that one holds the request's headers (a token, ``Proxy-Authorization``), shown by its repr.
+    Raise the result outside the ``except`` block, so that it has no context either.
     """
     import aiohttp
 
@@ -89,7 +93,9 @@ def _mapped(exc: BaseException, request: httpx.Request, *, sending: bool) -> htt
         error = httpx.WriteError if sending else httpx.ReadError
     else:
         error = httpx.RemoteProtocolError
-    return error(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, request=request)
+    mapped = error(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, request=request)
+    mapped.__cause__ = None if isinstance(exc, aiohttp.ClientResponseError) else exc
+    return mapped
 
 
 class _Body(httpx.AsyncByteStream):
@@ -103,11 +109,14 @@ class _Body(httpx.AsyncByteStream):
         self._open = True
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        failure = None
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except Exception as exc:
-            raise _mapped(exc, self._request, sending=False) from exc
+        except Exception as exc:  # noqa: BLE001 - a transport raises httpx's errors only
+            failure = _mapped(exc, self._request, sending=False)
+        if failure is not None:
+            raise failure
 
     async def aclose(self) -> None:
         if self._open:
@@ -178,23 +187,25 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         key = (url.scheme, url.host)
         found = self._proxies.get(key)
         if found is None:
-            import aiohttp
             from aiohttp.helpers import get_env_proxy_for_url
             from yarl import URL
 
             proxy: Any = None
-            auth: aiohttp.BasicAuth | None = None
+            credentials: str | None = None
             if self._proxy is not None:
                 proxy = URL(self._proxy)
                 if proxy.user is not None:
-                    auth = aiohttp.BasicAuth(proxy.user, proxy.password or "")
+                    pair = f"{proxy.user}:{proxy.password or ''}".encode()
+                    credentials = "Basic " + base64.b64encode(pair).decode("ascii")
                     proxy = proxy.with_user(None)
             elif self._trust_env:
                 try:
                     proxy, auth = get_env_proxy_for_url(URL(str(url)))
                 except LookupError:
                     pass
-            found = self._proxies[key] = (proxy, {"Proxy-Authorization": auth.encode()} if auth else None)
+                else:
+                    credentials = auth.encode() if auth is not None else None
+            found = self._proxies[key] = (proxy, {"Proxy-Authorization": credentials} if credentials else None)
         return found
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -253,7 +264,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             body = request.content  # fits the socket's buffer at once: it cannot stall
         from yarl import URL
 
+        if proxy_headers is not None and request.url.scheme == "http":
+            # Forwarded, not tunnelled: the proxy reads its credentials from the request itself.
+            headers = [*headers, *proxy_headers.items()]
         token = None if upload is None else _UPLOAD.set(upload)
+        failure: httpx.TransportError | None = None
         try:
             async with _timeout(None) as deadline:
                 if upload is not None:
@@ -274,15 +289,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # Only the write deadline raises a bare TimeoutError; aiohttp's are its own subclasses.
             if upload is not None and upload.sending and type(exc) in (TimeoutError, asyncio.TimeoutError):
                 upload.abort()
-                raise httpx.WriteTimeout(
-                    "the request body was not taken within the write timeout", request=request
-                ) from None
-            raise _mapped(exc, request, sending=False) from exc
-        except Exception as exc:
-            raise _mapped(exc, request, sending=upload is not None and upload.sending) from exc
+                failure = httpx.WriteTimeout("the request body was not taken within the write timeout", request=request)
+            else:
+                failure = _mapped(exc, request, sending=False)
+        except Exception as exc:  # noqa: BLE001 - a transport raises httpx's errors only
+            failure = _mapped(exc, request, sending=upload is not None and upload.sending)
         finally:
             if token is not None:
                 _UPLOAD.reset(token)
+        if failure is not None:
+            raise failure
         return response
 
     def _free(self) -> None:
