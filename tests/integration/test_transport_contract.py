@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
+from airflow_provider_packly._http.aiohttp_transport import AiohttpTransport
 from airflow_provider_packly.auth import TokenCache
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.exceptions import PacklyTransportError
@@ -87,6 +88,7 @@ class Transport:
 TRANSPORTS = [
     Transport("httpx-default-sync", is_async=False),
     Transport("httpx-default-async", is_async=True),
+    Transport("aiohttp", is_async=True, make=lambda limits: AiohttpTransport(limits=limits)),
 ]
 
 each_transport = pytest.mark.parametrize("transport", TRANSPORTS, ids=lambda t: t.name)
