@@ -153,6 +153,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._proxies: dict[tuple[str, str], tuple[Any, dict[str, str] | None]] = {}
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context https requests use (``None``: httpx's default one)."""
+        return self._ssl_context
+
     def _open(self) -> aiohttp.ClientSession:
         """The session, opened in the running loop: aiohttp imported here, not at module import."""
         import aiohttp

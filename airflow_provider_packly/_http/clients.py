@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from airflow_provider_packly import __version__
+from airflow_provider_packly._http.aiohttp_transport import AiohttpTransport
 from airflow_provider_packly.compressed import acheck_compressed_end, check_compressed_end
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.tls import SSL_CONTEXTS
@@ -135,7 +136,7 @@ def new_async_client(
 ) -> AsyncPacklyClient:
     """``new_client`` for coroutines; the default transport is the provider's over aiohttp."""
     if transport is None:
-        transport = httpx.AsyncHTTPTransport(verify=context, proxy=proxy_for(connection))  # PLACEHOLDER
+        transport = AiohttpTransport(ssl_context=context, proxy=proxy_for(connection), trust_env=False)
     return AsyncPacklyClient(transport=transport, **client_options(connection, sync=False))
 
 

@@ -203,15 +203,18 @@ _TIMEOUT_PHASES = {"ConnectTimeout": "connect", "ReadTimeout": "read", "WriteTim
 
 
 def tls_failure(exc: BaseException) -> ssl.SSLError | None:
-    """The TLS error under a transport failure (httpx wraps httpcore's, which wraps ssl's)."""
+    """The TLS error under a transport failure: the deepest in the chain, ``ssl``'s own (httpx
+    wraps httpcore's, which wraps ssl's; aiohttp's certificate error is an ``SSLError`` too,
+    without ssl's details, and wraps ssl's)."""
     seen: set[int] = set()
+    found = None
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, ssl.SSLError):
-            return current
+            found = current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return None
+    return found
 
 
 def _tls_problem(exc: BaseException) -> tuple[str, str] | None:

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from airflow_provider_packly._http.aiohttp_transport import AiohttpTransport
 from airflow_provider_packly.connection import TlsSettings
 from airflow_provider_packly.exceptions import PacklyConnectionConfigError
 from airflow_provider_packly.hooks.packly import PacklyHook
@@ -32,7 +33,10 @@ def contexts(monkeypatch):
 
 
 def _context_of(client) -> object:
-    return client._transport._pool._ssl_context
+    transport = client.transport
+    if isinstance(transport, AiohttpTransport):  # the async default
+        return transport.ssl_context
+    return transport._pool._ssl_context
 
 
 def test_hooks_share_a_context_per_setting_sync_and_async(make_connection, pki, contexts):
