@@ -4,7 +4,8 @@ The hook is the Airflow-facing layer: it looks the connection up (``PacklyConnec
 then hands the plain pieces underneath their parts. ``_http.PacklyHttp`` holds the clients
 and sends (one sync ``httpx.Client``, one async ``httpx.AsyncClient`` per event loop, each
 created on first use, reused for every call and closed by ``close()``/``aclose()`` or by
-leaving a ``with``/``async with`` block); ``auth.TokenSource``/``TOKEN_CACHE`` fetch tokens
+leaving a ``with``/``async with`` block; async calls go over aiohttp underneath, see
+``docs/transports.md``); ``auth.TokenSource``/``TOKEN_CACHE`` fetch tokens
 through it and ``auth.PacklyBearerAuth`` runs the 401 flow. Calls flow one way: hook -> auth
 -> I/O shell, and hook -> I/O shell.
 """
@@ -62,8 +63,10 @@ class PacklyHook(BaseHook):
 
     :param packly_conn_id: The ``packly`` connection to use.
     :param connection: Settings to use instead of looking ``packly_conn_id`` up (outside Airflow).
-    :param transport: An ``httpx`` transport for the sync client (tests use ``httpx.MockTransport``).
-    :param async_transport: The same for the async client.
+    :param transport: An ``httpx`` transport for the sync client (tests use ``httpx.MockTransport``);
+        it replaces the whole network layer, the connection's proxy and TLS settings included.
+    :param async_transport: The same for the async client (default: the provider's
+        ``AiohttpTransport``).
     :param shared_async_client: Use one ``AsyncClient`` per event loop and connection settings,
         shared with every other hook that asks for it, instead of one per hook. For triggers: a
         triggerer with a thousand waiting sensors then keeps one connection pool, not a thousand.
