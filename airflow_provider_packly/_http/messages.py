@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypedDict
 
@@ -55,8 +56,9 @@ def build_request(
     **options: Any,
 ) -> httpx.Request:
     """A request for ``url`` (a path under the client's base URL) with the client's headers,
-    refusing what httpx cannot send as a ``PacklyValidationError``: an endpoint holding CR/LF,
-    a header value that is not ASCII (never quoted: it may be a secret).
+    refusing what cannot be sent as a ``PacklyValidationError``: an endpoint holding CR/LF, a
+    header value that is not ASCII or holds a control character (never quoted: it may be a
+    secret). Checked here, before any transport, so every transport gives the same answer.
 
     What ``client.build_request`` does for the provider, at a third of its cost: no cookies
     (the provider keeps none), and the URL parsed once per path and query (``_url``).
@@ -64,10 +66,18 @@ def build_request(
     The error is raised outside the ``except`` block, so it has no ``__context__``: httpx's own
     frames hold a half-built URL whose ``repr`` fails in a traceback printed with its locals.
     """
+    header_problem = (
+        f"A header of {method} {url!r} holds characters that are not ASCII or are control characters, "
+        "which HTTP headers cannot carry; its value is not shown. Encode it (e.g. percent-encoding) "
+        "or leave it out."
+    )
+    merged = client.headers
+    if headers:
+        if any(_NOT_IN_A_HEADER.search(value) for value in headers.values() if isinstance(value, str)):
+            raise PacklyValidationError(header_problem)
+        merged = merged.copy()
     try:
-        merged = client.headers
         if headers:
-            merged = merged.copy()
             merged.update(headers)
         return httpx.Request(method, _full_url(str(client.base_url), url, params), headers=merged, **options)
     except httpx.InvalidURL as exc:
@@ -76,11 +86,12 @@ def build_request(
             "'/v1/reseller/orders', without spaces or control characters."
         )
     except UnicodeEncodeError:
-        problem = (
-            f"A header of {method} {url!r} holds characters that are not ASCII, which HTTP headers cannot "
-            "carry; its value is not shown. Encode it (e.g. percent-encoding) or leave it out."
-        )
+        problem = header_problem
     raise PacklyValidationError(problem)
+
+
+#: What no HTTP field value may hold (RFC 9110 5.5): control characters other than tab.
+_NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _full_url(base_url: str, path: str, params: QueryParams | None) -> httpx.URL:

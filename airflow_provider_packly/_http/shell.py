@@ -360,16 +360,30 @@ async def _asend_through(
 
 def _send_once(transport: httpx.BaseTransport, request: httpx.Request) -> httpx.Response:
     response = transport.handle_request(request)
-    response.request = request
+    _received(request, response)
     check_compressed_end(response)
     return response
 
 
 async def _asend_once(transport: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx.Response:
     response = await transport.handle_async_request(request)
-    response.request = request
+    _received(request, response)
     await acheck_compressed_end(response)
     return response
+
+
+def _received(request: httpx.Request, response: httpx.Response) -> None:
+    """What httpx's client does with each answer that the provider keeps: the response knows
+    its request, and the line httpx logs (at INFO) for every answer, which task logs show."""
+    response.request = request
+    _log.info(
+        'HTTP Request: %s %s "%s %d %s"',
+        request.method,
+        request.url,
+        response.http_version,
+        response.status_code,
+        response.reason_phrase,
+    )
 
 
 def _body_limit(response: httpx.Response, limit: int | None) -> int | None:
