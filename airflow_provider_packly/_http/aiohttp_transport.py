@@ -8,9 +8,9 @@ so that only a request provably never sent is reported as a connect failure.
 
 What aiohttp lacks is added here: a write timeout (the body is fed in chunks under a deadline
 pushed forward as each chunk is taken) and a pool timeout (a semaphore of ``max_connections``
-held until the response is closed). aiohttp's own ``trust_env``
-is not used: it reads the environment and ``~/.netrc`` on a thread for every request. The
-environment's proxy is looked up once per scheme and host instead, as httpx does per client.
+held until the response is closed). aiohttp's own ``trust_env`` is not used: it reads the
+environment and ``~/.netrc`` on a thread for every request. The environment's proxy is looked
+up once per scheme and host instead, as httpx does once per client.
 
 aiohttp takes ~230 ms to import, so it is imported on the first request, never with this module.
 """
@@ -292,9 +292,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     upload.deadline = None  # answered first: the rest of the body goes without one
         except asyncio.TimeoutError as exc:
             # Only the write deadline raises a bare TimeoutError; aiohttp's are its own subclasses.
-            if upload is not None and upload.sending and type(exc) in (TimeoutError, asyncio.TimeoutError):
+            if (
+                upload is not None
+                and upload.write is not None
+                and upload.sending
+                and type(exc) in (TimeoutError, asyncio.TimeoutError)
+            ):
                 upload.abort()
-                failure = httpx.WriteTimeout("the request body was not taken within the write timeout", request=request)
+                failure = httpx.WriteTimeout(
+                    f"the server took none of the request body for {upload.write:g} s (the write timeout)",
+                    request=request,
+                )
             else:
                 failure = _mapped(exc, request, sending=False)
         except Exception as exc:  # noqa: BLE001 - a transport raises httpx's errors only
@@ -348,9 +356,17 @@ class _Upload:
         self.sending = True
         async for piece in self.request.stream:  # type: ignore[union-attr]
             for start in range(0, len(piece), CHUNK):
-                if self.deadline is not None and self.write is not None:
-                    self.deadline.reschedule(loop.time() + self.write)
+                if self.write is not None:
+                    self._push(loop.time() + self.write)
                 yield piece[start : start + CHUNK]
-        if self.deadline is not None:
-            self.deadline.reschedule(None)
+        self._push(None)
         self.sending = False
+
+    def _push(self, when: float | None) -> None:
+        """Move the write deadline (``None``: none), unless it has already fired or the
+        answer came first (then the request is over, or no longer waits on the body)."""
+        if self.deadline is not None:
+            try:
+                self.deadline.reschedule(when)
+            except RuntimeError:  # expired: the WriteTimeout is on its way
+                pass

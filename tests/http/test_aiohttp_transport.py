@@ -90,8 +90,9 @@ def recording(answer: bytes = http_response(200, b"{}")) -> Iterator[tuple[str, 
                 return
             recorder.heads.append(head.fields)
             length = int(head.headers.get("content-length", "0"))
+            chunked = head.headers.get("transfer-encoding") == "chunked"
             rest = head.rest
-            while len(rest) < length and (chunk := sock.recv(65536)):
+            while (len(rest) < length or (chunked and not rest.endswith(b"0\r\n\r\n"))) and (chunk := sock.recv(65536)):
                 rest += chunk
             sock.sendall(recorder.answer)
 
