@@ -374,9 +374,10 @@ async def _asend_once(transport: httpx.AsyncBaseTransport, request: httpx.Reques
 
 def _received(request: httpx.Request, response: httpx.Response) -> None:
     """What httpx's client does with each answer that the provider keeps: the response knows
-    its request, and the line httpx logs (at INFO) for every answer, which task logs show."""
+    its request, and the line httpx logs for every answer (at DEBUG: Airflow keeps httpx's
+    logger at WARNING as "too chatty even at info", so task logs did not show it either)."""
     response.request = request
-    _log.info(
+    _log.debug(
         'HTTP Request: %s %s "%s %d %s"',
         request.method,
         request.url,
