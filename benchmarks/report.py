@@ -162,8 +162,33 @@ def issue12_section(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {row['goal']} | {row['what']} | {row['measured']} | {row['target']} | {verdict} | {row['note']} |"
         )
-    lines.append("")
+    lines += ["", *TRANSPORT_CHOICE, ""]
     return lines
+
+
+#: Why the async path runs as it does: the choice these figures were measured for.
+TRANSPORT_CHOICE = [
+    (
+        "**The choice.** `PacklyHook`'s async calls go over the provider's own aiohttp-backed transport "
+        "(`AiohttpTransport`), and both paths hand each request straight to their transport, skipping "
+        "httpx's client code (URL merging, cookies, redirects, mounts), which the provider does not use. "
+        "httpx stays at the edges: `arequest` returns an `httpx.Response` and `async_transport=` takes any "
+        "httpx transport. Compare `packly-hook-async` (as shipped) with `packly-hook-httpx` (the same hook "
+        "on httpx's own transport, as before) and `packly-hook-aiohttp` (on httpx-aiohttp, which breaks the "
+        "transport contract) in goal 1's tables. aiohttp is a required dependency, imported on the first "
+        "async request only (goal 4). The reasons, the transport contract every transport passes and how "
+        "to choose another transport: [Clients and transports](transports.md)."
+    ),
+    "",
+    (
+        "**What is left between the hook and `HttpAsyncHook`.** `HttpAsyncHook` hands back aiohttp's own "
+        "response; the hook builds an `httpx.Request` and an `httpx.Response` around each call (the public "
+        "API), reads the body through httpx's decoders, and keeps its guarantees on every call: the overall "
+        "deadline, the retry policy, the token cache and its 401 flow, the bounded error body, the "
+        "compressed-body check and the metrics. These run above the transport, so no transport removes "
+        "them; section 1's breakdown times the hook's own pieces in process."
+    ),
+]
 
 
 def goal1_section(results: dict[str, Any]) -> list[str]:
