@@ -8,6 +8,7 @@ import tempfile
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="packly-tests-airflow-home-"))
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,21 @@ def make_connection() -> Callable[..., PacklyConnection]:
         return PacklyConnection(**settings)  # type: ignore[arg-type]
 
     return make
+
+
+# -- TLS: a throwaway CA with server and client certificates, and the sandbox serving https -------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.integration.tls_proxy_helpers import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def tls_sandbox(pki: Any) -> Iterator[Any]:
+    from airflow_provider_packly.sandbox import SandboxConfig, run_sandbox
+
+    with run_sandbox(SandboxConfig(), ssl_certfile=str(pki.server_cert), ssl_keyfile=str(pki.server_key)) as sandbox:
+        yield sandbox

@@ -27,7 +27,7 @@ import pytest
 
 from airflow_provider_packly._http.aiohttp_transport import AiohttpTransport
 from airflow_provider_packly.sandbox import SandboxConfig, run_sandbox
-from tests.integration.tls_proxy_helpers import ForwardProxy, make_pki
+from tests.integration.tls_proxy_helpers import ForwardProxy
 from tests.loopback import (
     LoopbackListener,
     http_response,
@@ -286,17 +286,6 @@ def test_the_given_proxy_replaces_the_environments_and_its_credentials_are_sent(
 
 
 # -- TLS -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def tls_sandbox(pki):
-    with run_sandbox(SandboxConfig(), ssl_certfile=str(pki.server_cert), ssl_keyfile=str(pki.server_key)) as sandbox:
-        yield sandbox
 
 
 def test_https_uses_the_given_context_and_an_unknown_ca_is_a_connect_error(tls_sandbox, pki, no_proxy_environment):

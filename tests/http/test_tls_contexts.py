@@ -15,12 +15,6 @@ from airflow_provider_packly.tls import SslContexts, build_ssl_context
 
 from ..fakes import FakePackly
 from ..hooks.test_packly import hook_for
-from ..integration.tls_proxy_helpers import make_pki
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from airflow_provider_packly.exceptions import PacklyError, PacklyTransportError
 from airflow_provider_packly.hooks.packly import PacklyHook
 from airflow_provider_packly.sandbox import SandboxConfig, run_sandbox
 
-from .tls_proxy_helpers import ForwardProxy, make_pki
+from .tls_proxy_helpers import ForwardProxy
 
 pytestmark = pytest.mark.integration
 
@@ -28,17 +28,6 @@ SANDBOX_SECRET = "sandbox-client-secret"
 PROXY_USER = "proxy-user"
 PROXY_PASSWORD = "pr0xy-P@ss/word"  # characters that need URL-encoding
 ORDERS = "/v1/reseller/orders"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def tls_sandbox(pki):
-    with run_sandbox(SandboxConfig(), ssl_certfile=str(pki.server_cert), ssl_keyfile=str(pki.server_key)) as sandbox:
-        yield sandbox
 
 
 @pytest.fixture
