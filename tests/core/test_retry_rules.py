@@ -16,6 +16,8 @@ from airflow_provider_packly.retries import IDEMPOTENT_EXTENSION, RetryPolicy, p
 from ..conftest import CLIENT_SECRET
 
 POLICY = RetryPolicy()
+#: The access token the scripted Packly issues: distinct enough to be searched for in log lines.
+ACCESS_TOKEN = "tok-Vr8-retry-secret"
 
 
 def request(method: str, **extensions: object) -> httpx.Request:
@@ -123,7 +125,7 @@ class Script:
         if step is not None:
             return step
         if request.url.path == "/v1/oauth2/token":
-            return httpx.Response(200, json={"token_type": "bearer", "access_token": "tok", "expires_in": 3600})
+            return httpx.Response(200, json={"token_type": "bearer", "access_token": ACCESS_TOKEN, "expires_in": 3600})
         return httpx.Response(200, json={"response": "ok"})
 
 
@@ -257,4 +259,4 @@ def test_each_retry_is_logged_at_info_without_secrets(make_connection, call, cap
     assert [r.levelname for r in retries] == ["INFO", "INFO"]
     assert retries[0].getMessage().startswith("Packly GET /v1/x: HTTP 503; retry 1 of 4 in ")
     assert retries[1].getMessage() == "Packly GET /v1/x: HTTP 429 (rate limited); retry 2 of 4 in 0.00 s"
-    assert not any(CLIENT_SECRET in r.getMessage() or "tok" in r.getMessage() for r in caplog.records)
+    assert not any(CLIENT_SECRET in r.getMessage() or ACCESS_TOKEN in r.getMessage() for r in caplog.records)
