@@ -59,3 +59,19 @@ def test_the_environment_s_proxy_is_decided_once_per_connection(
     assert proxy_for(fake_connection(base_url=base_url)) == expected
     # The connection's own proxy replaces whatever the environment says.
     assert proxy_for(fake_connection(base_url=base_url, proxy_url="http://mine:8080")) == "http://mine:8080"
+
+
+def test_a_transport_of_your_own_gets_every_call_even_with_a_connection_proxy() -> None:
+    """``transport=``/``async_transport=`` replace the whole network layer (docs/transports.md):
+    the connection's proxy is the default transports' setting, not a detour around yours."""
+    fake = FakePackly()
+    hook = fake.hook(proxy_url="http://127.0.0.1:9")  # nothing listens there: a detour would fail
+    hook.request("GET", ORDERS_PATH)
+
+    async def once() -> None:
+        await hook.arequest("GET", ORDERS_PATH)
+        await hook.aclose()
+
+    asyncio.run(once())
+    assert fake.calls == [("GET", ORDERS_PATH, {}), ("GET", ORDERS_PATH, {})]
+    assert fake.token_requests == 1
