@@ -109,10 +109,15 @@ class TokenRequest:
     ancestors: tuple[int, ...]  # parent, grandparent, ... PIDs
 
 
-def _owner_of_peer(port: int) -> TokenRequest:
-    """The process whose TCP socket is bound to local port ``port`` (the request's peer)."""
+def _owner_of_peer(peer_port: int, server_port: int) -> TokenRequest:
+    """The process holding the client end of the loopback connection ``peer_port`` -> ``server_port``.
+
+    Both ends must match: Linux hands out one ephemeral port to several connections that go to
+    different destinations, so another process (the api-server talking to PostgreSQL, say) can
+    hold a socket on the same local port at the same moment.
+    """
     for conn in psutil.net_connections(kind="tcp4"):
-        if conn.laddr and conn.laddr.port == port and conn.raddr and conn.pid:
+        if conn.laddr and conn.laddr.port == peer_port and conn.raddr and conn.raddr.port == server_port and conn.pid:
             try:
                 process = psutil.Process(conn.pid)
                 return TokenRequest(conn.pid, " ".join(process.cmdline()), tuple(p.pid for p in process.parents()))
@@ -129,8 +134,8 @@ class _AttributeTokenRequests:
         self.record = record
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == TOKEN_PATH and scope.get("client"):
-            self.record(_owner_of_peer(int(scope["client"][1])))
+        if scope["type"] == "http" and scope["path"] == TOKEN_PATH and scope.get("client") and scope.get("server"):
+            self.record(_owner_of_peer(int(scope["client"][1]), int(scope["server"][1])))
         await self.app(scope, receive, send)
 
 
