@@ -240,6 +240,57 @@ async def test_the_whole_listing_is_shared_too(mocker):
         assert book.requests == [0, 1, 2, 3]
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("missing", [False, True], ids=["answers", "not-found errors"])
+async def test_a_thousand_waiters_are_woken_a_batch_per_turn_of_the_loop(missing):
+    """Counted, not timed: each woken trigger runs its step in the turn after its answer, so
+    1,000 answers set in one turn held the loop (a triggerer's heartbeat, other groups) for that
+    whole turn. Every answer and every not-found error is still delivered."""
+    book = OrderBook(10, status="closed")
+    transport = httpx.MockTransport(book)
+    loop = asyncio.get_running_loop()
+    turn = 0
+
+    def tick() -> None:  # one call per turn of the loop
+        nonlocal turn
+        turn += 1
+        ticker[0] = loop.call_soon(tick)
+
+    ticker = [loop.call_soon(tick)]
+    woken_in: Counter[int] = Counter()
+    wanted = "ORD-9999" if missing else "ORD-0005"
+
+    async def ask(scan: order_scan.OrderScan) -> None:
+        try:
+            await scan.order(wanted, max_age=5)
+        except order_scan.PacklyOrderNotFound:
+            assert missing
+        woken_in[turn] += 1
+
+    def make_hook() -> PacklyHook:
+        return PacklyHook(connection=fake_connection(), async_transport=transport)
+
+    try:
+        async with order_scan.subscribe("k", make_hook, order_id=wanted, page_size=50) as scan:
+            await asyncio.gather(*(ask(scan) for _ in range(1000)))
+    finally:
+        ticker[0].cancel()
+    assert sum(woken_in.values()) == 1000
+    assert max(woken_in.values()) <= order_scan.SETTLE_BATCH, woken_in.most_common(3)
+
+
+@pytest.mark.anyio
+async def test_waits_are_all_resolved_even_when_the_scan_is_cancelled_between_batches():
+    loop = asyncio.get_running_loop()
+    waits = [order_scan._Wait("ORD-0001", 0.0, -1.0, loop.create_future()) for _ in range(3 * order_scan.SETTLE_BATCH)]
+    settling = asyncio.create_task(order_scan._settle([(wait, ({"id": "ORD-0001"}, 1.0)) for wait in waits]))
+    await asyncio.sleep(0)  # the first batch is resolved, the task waits for the next turn
+    assert 0 < sum(wait.future.done() for wait in waits) < len(waits)
+    settling.cancel()
+    await asyncio.wait([settling])
+    assert all(wait.future.result() == ({"id": "ORD-0001"}, 1.0) for wait in waits)
+
+
 # -- over real loopback HTTP -----------------------------------------------------------------------
 
 
