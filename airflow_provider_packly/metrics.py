@@ -24,6 +24,7 @@ StatsD tags when ``[metrics] statsd_influxdb_enabled`` is on). A backend whose m
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import re
 import time
@@ -105,7 +106,12 @@ def endpoint_tag(request: httpx.Request) -> str:
     """The ``endpoint`` tag of ``request``: its URL path with each segment that is not a plain
     lowercase word (at most one trailing digit, as in ``v1`` or ``oauth2``) replaced by ``id``,
     e.g. ``v1_reseller_orders``: an identifier, a token or a file name never becomes a tag."""
-    segments = [s for s in request.url.path.split("/") if s]
+    return _path_tag(request.url.path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _path_tag(path: str) -> str:
+    segments = [s for s in path.split("/") if s]
     return _safe("_".join(s if _WORD.fullmatch(s) else "id" for s in segments))
 
 

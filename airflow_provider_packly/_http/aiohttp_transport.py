@@ -53,6 +53,14 @@ def _timeout(delay: float | None) -> Any:
 _UPLOAD: contextvars.ContextVar[_Upload | None] = contextvars.ContextVar("packly_upload", default=None)
 
 
+@functools.lru_cache(maxsize=256)
+def _yarl_url(url: str) -> Any:
+    """``url`` as aiohttp takes it, already encoded (as httpx encoded it); parsed once per URL."""
+    from yarl import URL
+
+    return URL(url, encoded=True)
+
+
 @functools.cache
 def _request_class() -> type[aiohttp.ClientRequest]:
     """aiohttp's request, telling the upload which socket its body goes to (see ``_Upload``)."""
@@ -267,37 +275,36 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             body = upload.chunks()
         elif request.content:
             body = request.content  # fits the socket's buffer at once: it cannot stall
-        from yarl import URL
-
         if proxy_headers is not None and request.url.scheme == "http":
             # Forwarded, not tunnelled: the proxy reads its credentials from the request itself.
             headers = [*headers, *proxy_headers.items()]
-        token = None if upload is None else _UPLOAD.set(upload)
-        failure: httpx.TransportError | None = None
+        send = functools.partial(
+            session.request,
+            request.method,
+            _yarl_url(str(request.url)),
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            timeout=timeout,
+            proxy=proxy,
+            proxy_headers=proxy_headers,
+        )
+        failure: httpx.TransportError
+        if upload is None:  # nothing to time out on the way out: no write deadline
+            try:
+                return await send()
+            except Exception as exc:  # noqa: BLE001 - a transport raises httpx's errors only
+                failure = _mapped(exc, request, sending=False)
+            raise failure
+        token = _UPLOAD.set(upload)
         try:
             async with _timeout(None) as deadline:
-                if upload is not None:
-                    upload.deadline = deadline
-                response = await session.request(
-                    request.method,
-                    URL(str(request.url), encoded=True),
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    timeout=timeout,
-                    proxy=proxy,
-                    proxy_headers=proxy_headers,
-                )
-                if upload is not None:
-                    upload.deadline = None  # answered first: the rest of the body goes without one
+                upload.deadline = deadline
+                response = await send()
+                upload.deadline = None  # answered first: the rest of the body goes without one
         except asyncio.TimeoutError as exc:
             # Only the write deadline raises a bare TimeoutError; aiohttp's are its own subclasses.
-            if (
-                upload is not None
-                and upload.write is not None
-                and upload.sending
-                and type(exc) in (TimeoutError, asyncio.TimeoutError)
-            ):
+            if upload.write is not None and upload.sending and type(exc) in (TimeoutError, asyncio.TimeoutError):
                 upload.abort()
                 failure = httpx.WriteTimeout(
                     f"the server took none of the request body for {upload.write:g} s (the write timeout)",
@@ -306,13 +313,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             else:
                 failure = _mapped(exc, request, sending=False)
         except Exception as exc:  # noqa: BLE001 - a transport raises httpx's errors only
-            failure = _mapped(exc, request, sending=upload is not None and upload.sending)
+            failure = _mapped(exc, request, sending=upload.sending)
+        else:
+            return response
         finally:
-            if token is not None:
-                _UPLOAD.reset(token)
-        if failure is not None:
-            raise failure
-        return response
+            _UPLOAD.reset(token)
+        raise failure
 
     def _free(self) -> None:
         if self._slots is not None:

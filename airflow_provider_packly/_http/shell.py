@@ -377,14 +377,15 @@ def _received(request: httpx.Request, response: httpx.Response) -> None:
     its request, and the line httpx logs for every answer (at DEBUG: Airflow keeps httpx's
     logger at WARNING as "too chatty even at info", so task logs did not show it either)."""
     response.request = request
-    _log.debug(
-        'HTTP Request: %s %s "%s %d %s"',
-        request.method,
-        request.url,
-        response.http_version,
-        response.status_code,
-        response.reason_phrase,
-    )
+    if _log.isEnabledFor(logging.DEBUG):
+        _log.debug(
+            'HTTP Request: %s %s "%s %d %s"',
+            request.method,
+            request.url,
+            response.http_version,
+            response.status_code,
+            response.reason_phrase,
+        )
 
 
 def _body_limit(response: httpx.Response, limit: int | None) -> int | None:

@@ -12,6 +12,7 @@ the query-string encoding of quotation items (``QueryEncoder``) and the spelling
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import urllib.parse
@@ -324,19 +325,25 @@ def endpoint_path(connection: PacklyConnection, endpoint: str) -> str:
     endpoint whose ``..`` would climb above the base URL's path is refused: the server (or a
     proxy) would resolve them otherwise, and reach paths the connection does not name.
     """
+    return _endpoint_path(connection.base_url, endpoint)
+
+
+@functools.lru_cache(maxsize=1024)
+def _endpoint_path(base_url: str, endpoint: str) -> str:
+    """``endpoint_path``, once per Base URL and endpoint (a call's hot path; errors are not cached)."""
     cut = min((i for i in (endpoint.find("?"), endpoint.find("#")) if i >= 0), default=len(endpoint))
     path, rest = endpoint[:cut], endpoint[cut:]
     if "://" in path:
-        if not (path == connection.base_url or path.startswith(connection.base_url + "/")):
+        if not (path == base_url or path.startswith(base_url + "/")):
             raise PacklyError(
-                f"Endpoint {endpoint!r} is not under the connection's Base URL {connection.base_url!r}; "
+                f"Endpoint {endpoint!r} is not under the connection's Base URL {base_url!r}; "
                 "give a path such as '/v1/reseller/orders' so the token is only sent to Packly."
             )
-        path = path[len(connection.base_url) :]
-    return _resolve_dot_segments(path.lstrip("/"), endpoint, connection) + rest
+        path = path[len(base_url) :]
+    return _resolve_dot_segments(path.lstrip("/"), endpoint, base_url) + rest
 
 
-def _resolve_dot_segments(path: str, endpoint: str, connection: PacklyConnection) -> str:
+def _resolve_dot_segments(path: str, endpoint: str, base_url: str) -> str:
     """``/`` + ``path`` with ``.``/``..`` segments resolved (RFC 3986 5.2.4), plain or percent-encoded."""
     kept: list[str] = []
     segments = path.split("/")
@@ -346,14 +353,14 @@ def _resolve_dot_segments(path: str, endpoint: str, connection: PacklyConnection
         if decoded in (".", ".."):
             if decoded == "..":
                 if not kept:
-                    raise _outside_base(endpoint, connection)
+                    raise _outside_base(endpoint, base_url)
                 kept.pop()
             if last:
                 kept.append("")  # "a/b/.." is "a/", as in RFC 3986
             continue
         if any(part in (".", "..") for part in re.split(r"[/\\]", decoded)):
             # "..%2F.." or "..%5C": a server that decodes the slash would climb with it.
-            raise _outside_base(endpoint, connection)
+            raise _outside_base(endpoint, base_url)
         kept.append(segment)
     return "/" + "/".join(kept)
 
@@ -369,8 +376,8 @@ def _fully_unquoted(segment: str) -> str:
     return segment
 
 
-def _outside_base(endpoint: str, connection: PacklyConnection) -> PacklyError:
-    base_path = urllib.parse.urlsplit(connection.base_url).path or "/"
+def _outside_base(endpoint: str, base_url: str) -> PacklyError:
+    base_path = urllib.parse.urlsplit(base_url).path or "/"
     return PacklyError(
         f"Endpoint {endpoint!r} leads outside the connection's Base URL path {base_path!r} (its '..' segments, "
         "plain or percent-encoded, climb above it); give a path under it such as '/v1/reseller/orders'."
