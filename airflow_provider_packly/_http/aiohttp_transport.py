@@ -10,9 +10,11 @@ What aiohttp lacks is added here: a write timeout (the body is fed in chunks und
 pushed forward as each chunk is taken) and a pool timeout (a semaphore of ``max_connections``
 held until the response is closed). aiohttp's own ``trust_env`` is not used: it reads the
 environment and ``~/.netrc`` on a thread for every request. The environment's proxy is looked
-up once per scheme and host instead, as httpx does once per client.
+up once per scheme, host and port instead, by the rule the provider's clients use
+(``_http.proxies.env_proxy_for``).
 
-aiohttp takes ~230 ms to import, so it is imported on the first request, never with this module.
+aiohttp is slow to import (issue 12 measured about 230 ms), so it is imported on the first
+request, never with this module.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limits = limits
         self._slots = asyncio.Semaphore(limits.max_connections) if limits.max_connections else None
         self._session: aiohttp.ClientSession | None = None
-        self._proxies: dict[tuple[str, str], tuple[Any, dict[str, str] | None]] = {}
+        self._proxies: dict[tuple[str, str, int | None], tuple[Any, dict[str, str] | None]] = {}
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
     @property
@@ -196,28 +198,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _proxy_for(self, url: httpx.URL) -> tuple[Any, dict[str, str] | None]:
         """The proxy for ``url`` (a ``yarl.URL`` without credentials, or ``None``) and the
-        ``Proxy-Authorization`` header for its credentials; cached per scheme and host."""
-        key = (url.scheme, url.host)
+        ``Proxy-Authorization`` header for its credentials; cached per scheme, host and port."""
+        key = (url.scheme, url.host, url.port)
         found = self._proxies.get(key)
         if found is None:
-            from aiohttp.helpers import get_env_proxy_for_url
             from yarl import URL
+
+            from airflow_provider_packly._http.proxies import env_proxy_for
 
             proxy: Any = None
             credentials: str | None = None
-            if self._proxy is not None:
-                proxy = URL(self._proxy)
+            given = self._proxy if self._proxy is not None else env_proxy_for(str(url)) if self._trust_env else None
+            if given is not None:
+                proxy = URL(given)
                 if proxy.user is not None:
                     pair = f"{proxy.user}:{proxy.password or ''}".encode()
                     credentials = "Basic " + base64.b64encode(pair).decode("ascii")
                     proxy = proxy.with_user(None)
-            elif self._trust_env:
-                try:
-                    proxy, auth = get_env_proxy_for_url(URL(str(url)))
-                except LookupError:
-                    pass
-                else:
-                    credentials = auth.encode() if auth is not None else None
             found = self._proxies[key] = (proxy, {"Proxy-Authorization": credentials} if credentials else None)
         return found
 

@@ -15,16 +15,15 @@ import os
 import platform
 import ssl
 import threading
-import urllib.request
 import weakref
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import httpx
 
 from airflow_provider_packly import __version__
 from airflow_provider_packly._http.aiohttp_transport import AiohttpTransport
+from airflow_provider_packly._http.proxies import env_proxy_for
 from airflow_provider_packly.compressed import acheck_compressed_end, check_compressed_end
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.tls import SSL_CONTEXTS
@@ -90,13 +89,7 @@ def proxy_for(connection: PacklyConnection) -> str | None:
     """
     if connection.proxy_url is not None:
         return connection.proxy_url
-    environment = urllib.request.getproxies_environment()
-    base = urlsplit(connection.base_url)
-    proxy = environment.get(base.scheme) or environment.get("all")
-    host = f"{base.hostname}:{base.port}" if base.port else base.hostname or ""
-    if proxy and not urllib.request.proxy_bypass(host):
-        return proxy
-    return None
+    return env_proxy_for(connection.base_url)
 
 
 class PacklyClient(httpx.Client):

@@ -285,6 +285,20 @@ def test_the_given_proxy_replaces_the_environments_and_its_credentials_are_sent(
     assert (len(given.counts.plain), given.counts.refused, len(env_proxy.counts.plain)) == (1, 0, 0)
 
 
+def test_the_environment_proxys_credentials_are_sent_and_no_proxy_with_a_port_is_honoured(
+    http_sandbox, monkeypatch, no_proxy_environment
+):
+    """The environment's proxy is found by the provider's clients' own rule (``env_proxy_for``)."""
+    host_and_port = http_sandbox.base_url.removeprefix("http://")
+    with ForwardProxy(credentials=("user", PROXY_PASSWORD)) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url("user", quote(PROXY_PASSWORD, safe="")))
+        assert send(http_sandbox.base_url + "/v1/ping").status_code < 500
+        assert (len(proxy.counts.plain), proxy.counts.refused) == (1, 0)
+        monkeypatch.setenv("NO_PROXY", host_and_port)
+        assert send(http_sandbox.base_url + "/v1/ping").status_code < 500
+    assert len(proxy.counts.plain) == 1
+
+
 # -- TLS -------------------------------------------------------------------------------------------
 
 
