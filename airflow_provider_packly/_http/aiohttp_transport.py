@@ -65,10 +65,18 @@ def _yarl_url(url: str) -> Any:
 
 @functools.cache
 def _request_class() -> type[aiohttp.ClientRequest]:
-    """aiohttp's request, telling the upload which socket its body goes to (see ``_Upload``)."""
+    """aiohttp's request, sending the headers httpx built, and telling the upload which socket
+    its body goes to (see ``_Upload``)."""
     import aiohttp
 
     class Request(aiohttp.ClientRequest):
+        def update_body_from_data(self, body: Any, *args: Any, **kwargs: Any) -> None:
+            # aiohttp adds "Content-Length: 0" to a bodyless DELETE; httpx does not: send its headers.
+            given = "Content-Length" in self.headers
+            super().update_body_from_data(body, *args, **kwargs)
+            if body is None and not given:
+                self.headers.pop("Content-Length", None)
+
         async def write_bytes(self, writer: Any, conn: Any, *args: Any) -> None:
             upload = _UPLOAD.get()
             if upload is not None:

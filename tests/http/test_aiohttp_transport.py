@@ -116,8 +116,14 @@ def no_proxy_environment(monkeypatch):
 
 @pytest.mark.parametrize(
     ("method", "options"),
-    [("GET", {}), ("POST", {"json": {"reference": "R-1"}}), ("PUT", {"content": b"x" * 200_000})],
-    ids=["GET", "POST json", "PUT 200 kB"],
+    [
+        ("GET", {}),
+        ("POST", {"json": {"reference": "R-1"}}),
+        ("PUT", {"content": b"x" * 200_000}),
+        ("DELETE", {}),
+        ("POST", {}),
+    ],
+    ids=["GET", "POST json", "PUT 200 kB", "DELETE", "POST bodyless"],
 )
 def test_the_request_headers_are_sent_as_httpx_sends_them(method, options, no_proxy_environment):
     headers = [("Authorization", f"Bearer {TOKEN}"), ("X-Tag", "one"), ("X-Tag", "two")]
