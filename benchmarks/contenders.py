@@ -521,6 +521,42 @@ class AsyncPacklyProviderAiohttp(AsyncPackly):
         await self.hook.aget_token()
 
 
+class RawProviderTransport(AsyncContender):
+    """The provider's ``AiohttpTransport`` alone: an ``httpx.Request`` in, the ``httpx.Response``
+    read, no hook (no deadline, retries, token cache, bounded bodies or metrics). The hook's time
+    over this row is what its per-call guarantees cost; this row over raw aiohttp is the
+    transport's own (httpx objects at the edges, its timeouts)."""
+
+    name = "raw-provider-transport"
+    label = "the provider's AiohttpTransport alone (no hook), static Bearer header"
+    in_process_unavailable = "aiohttp has no in-process transport"
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return AsyncPacklyProviderAiohttp.unavailable()
+
+    async def open(self) -> None:
+        module = importlib.import_module(PROVIDER_AIOHTTP_TRANSPORT)
+        token = await asyncio.to_thread(self.target.static_token)
+        self.transport = module.AiohttpTransport()
+        self.url = httpx.URL(self.target.base_url + API_PATH)
+        self.headers = httpx.Headers({"Authorization": f"Bearer {token}"})
+
+    async def call(self) -> None:
+        response = await self.transport.handle_async_request(httpx.Request("GET", self.url, headers=self.headers))
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        _check(response)
+
+    async def close(self) -> None:
+        await self.transport.aclose()
+
+
 ASYNC_CONTENDERS: list[type[AsyncContender]] = [
     RawAsyncHttpx,
     AsyncHttpxAuth,

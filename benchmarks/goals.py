@@ -13,7 +13,8 @@ the rounds. The other rows re-measure issue 12's table: raw aiohttp (the baselin
 "time vs" column), raw ``httpx.AsyncClient``, PacklyHook on httpx's default transport (the
 async path before issue 12), PacklyHook over ``httpx-aiohttp``, and PacklyHook given the
 provider's own ``AiohttpTransport`` explicitly (reported as unavailable where the provider has
-none). ``PacklyHook(conn_id)`` with no transport is the hook as shipped: whatever its default is.
+none), and that transport alone, without the hook (the hook's time over it is what its per-call
+guarantees cost). ``PacklyHook(conn_id)`` with no transport is the hook as shipped: whatever its default is.
 
 ``summary`` turns the results of a run into the goal rows: goal, what is measured, the measured
 value (median [min-max] where there are rounds), the target, and whether it is met.
@@ -39,6 +40,7 @@ from benchmarks.contenders import (
     AsyncPacklyHttpxTransport,
     AsyncPacklyProviderAiohttp,
     RawAsyncHttpx,
+    RawProviderTransport,
     Target,
 )
 
@@ -48,6 +50,7 @@ GOAL1_CONTENDERS: list[type[AsyncContender]] = [
     AirflowHttpAsyncHookSession,
     AsyncPackly,
     AsyncPacklyProviderAiohttp,
+    RawProviderTransport,
     AsyncPacklyHttpxTransport,
     AsyncPacklyAiohttp,
     RawAsyncHttpx,

@@ -186,7 +186,9 @@ TRANSPORT_CHOICE = [
         "API), reads the body through httpx's decoders, and keeps its guarantees on every call: the overall "
         "deadline, the retry policy, the token cache and its 401 flow, the bounded error body, the "
         "compressed-body check and the metrics. These run above the transport, so no transport removes "
-        "them; section 1's breakdown times the hook's own pieces in process."
+        "them; section 1's breakdown times the hook's own pieces in process. Goal 1's "
+        "`raw-provider-transport` row is the transport alone (an `httpx.Request` in, the `httpx.Response` "
+        "read, no hook): the hook's time over that row is what these guarantees cost per call."
     ),
 ]
 
