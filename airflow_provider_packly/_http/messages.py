@@ -66,15 +66,10 @@ def build_request(
     The error is raised outside the ``except`` block, so it has no ``__context__``: httpx's own
     frames hold a half-built URL whose ``repr`` fails in a traceback printed with its locals.
     """
-    header_problem = (
-        f"A header of {method} {url!r} holds characters that are not ASCII or are control characters, "
-        "which HTTP headers cannot carry; its value is not shown. Encode it (e.g. percent-encoding) "
-        "or leave it out."
-    )
     merged = client.headers
     if headers:
         if any(_NOT_IN_A_HEADER.search(value) for value in headers.values() if isinstance(value, str)):
-            raise PacklyValidationError(header_problem)
+            raise PacklyValidationError(_header_problem(method, url))
         merged = merged.copy()
     try:
         if headers:
@@ -86,8 +81,16 @@ def build_request(
             "'/v1/reseller/orders', without spaces or control characters."
         )
     except UnicodeEncodeError:
-        problem = header_problem
+        problem = _header_problem(method, url)
     raise PacklyValidationError(problem)
+
+
+def _header_problem(method: str, url: str) -> str:
+    return (
+        f"A header of {method} {url!r} holds characters that are not ASCII or are control characters, "
+        "which HTTP headers cannot carry; its value is not shown. Encode it (e.g. percent-encoding) "
+        "or leave it out."
+    )
 
 
 #: What no HTTP field value may hold (RFC 9110 5.5): control characters other than tab.
