@@ -228,9 +228,10 @@ class PacklyOrderStatusTrigger(BaseTrigger):
                             return self._event(last.outcome, last.message, last)
                         self.log.info("%s", last.message)
                     remaining = seconds_until(deadline)
-                    if remaining <= 0:
+                    if remaining <= 0 and final:
                         return self._timeout(last)
-                    await asyncio.sleep(min(max(wake_at - scan.clock(), 0.0), remaining))
+                    # Past the deadline after a regular poll (answered before it): the last look next.
+                    await asyncio.sleep(min(max(wake_at - scan.clock(), 0.0), max(remaining, 0.0)))
         except PacklyError as exc:  # e.g. the connection's settings cannot be used
             return self._event("error", str(exc), last, error=error_to_payload(exc))
         except Exception as exc:  # a bug or an unexpected answer: one clear event, not a crash loop
