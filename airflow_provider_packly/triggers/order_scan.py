@@ -270,11 +270,15 @@ class OrderScan:
                 served += await self._answer(_listing_answers(complete, started))
             for order_id in set(self._cache) - seen:
                 del self._cache[order_id]
-            missing = [w for w in self._pending if w.order_id is not None and w.covered and w.order_id not in seen]
-            for wait in missing:
+            missing = [
+                (wait, order_not_found(wait.order_id))
+                for wait in self._pending
+                if wait.order_id is not None and wait.covered and wait.order_id not in seen
+            ]
+            for wait, _ in missing:
                 self._pending.remove(wait)
             served += len(missing)
-            await _settle([(wait, order_not_found(wait.order_id)) for wait in missing if wait.order_id is not None])
+            await _settle(missing)
         self.stats.most_waiters = max(self.stats.most_waiters, served)
         return served
 
@@ -306,14 +310,16 @@ async def _settle(outcomes: list[tuple[_Wait, Any]]) -> None:
     """Give each wait its outcome (an answer, or an exception it raises), ``SETTLE_BATCH`` per
     turn of the loop, so that other tasks (a trigger's heartbeat, another group's scan) run in
     between. Cancelled midway (the group closed), the rest are resolved at once: none is lost."""
+    settled = 0
     try:
-        for start in range(0, len(outcomes), SETTLE_BATCH):
-            if start:
+        while settled < len(outcomes):
+            if settled:
                 await asyncio.sleep(0)
-            for wait, outcome in outcomes[start : start + SETTLE_BATCH]:
+            for wait, outcome in outcomes[settled : settled + SETTLE_BATCH]:
                 _resolve(wait, outcome)
+            settled += SETTLE_BATCH
     finally:
-        for wait, outcome in outcomes:
+        for wait, outcome in outcomes[settled:]:
             _resolve(wait, outcome)
 
 
