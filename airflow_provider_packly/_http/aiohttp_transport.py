@@ -8,10 +8,10 @@ so that only a request provably never sent is reported as a connect failure.
 
 What aiohttp lacks is added here: a write timeout (the body is fed in chunks under a deadline
 pushed forward as each chunk is taken) and a pool timeout (a semaphore of ``max_connections``
-held until the response is closed). aiohttp's own ``trust_env`` is not used: it reads the
-environment and ``~/.netrc`` on a thread for every request. The environment's proxy is looked
-up once per scheme, host and port instead, by the rule the provider's clients use
-(``_http.proxies.env_proxy_for``).
+held until the response is closed, or freed at once for a body that came with the headers).
+aiohttp's own ``trust_env`` is not used: it reads the environment and ``~/.netrc`` on a thread
+for every request. The environment's proxy is looked up once per scheme, host and port
+instead, by the rule the provider's clients use (``_http.proxies.env_proxy_for``).
 
 aiohttp is slow to import (issue 12 measured about 230 ms), so it is imported on the first
 request, never with this module.
@@ -61,6 +61,15 @@ def _yarl_url(url: str) -> Any:
     from yarl import URL
 
     return URL(url, encoded=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for a request's connect and read phases. Bounded: near its overall
+    deadline a call's phases are cut to the time left, so each such call has its own."""
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
 
 
 @functools.cache
@@ -169,7 +178,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._slots = asyncio.Semaphore(limits.max_connections) if limits.max_connections else None
         self._session: aiohttp.ClientSession | None = None
         self._proxies: dict[tuple[str, str, int | None], tuple[Any, dict[str, str] | None]] = {}
-        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
     @property
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -227,7 +235,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return found
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request``; the response's body streams, its connection held until it is closed."""
+        """Send ``request``; the response's body streams, its connection held until it is closed
+        (a body that came whole with the headers is in memory, its connection already free)."""
         phases = request.extensions.get("timeout") or {}
         if self._slots is not None:
             if self._slots.locked():
@@ -245,11 +254,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except BaseException:
             self._free()
             raise
+        content = response.content
+        stream: httpx.AsyncByteStream
+        if content.is_eof() and content.exception() is None:
+            # The whole body came with the headers (most API answers): take it now, and give
+            # the connection back at once, instead of a chunk loop for one chunk.
+            stream = httpx.ByteStream(content.read_nowait())
+            self._done(response)
+        else:
+            stream = _Body(self, response, request)
         version = response.version
         return httpx.Response(
             response.status,
             headers=response.raw_headers,
-            stream=_Body(self, response, request),
+            stream=stream,
             extensions={
                 "http_version": b"HTTP/1.1"
                 if version is None or version == (1, 1)
@@ -260,12 +278,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def _send(self, request: httpx.Request, phases: dict[str, float | None]) -> aiohttp.ClientResponse:
         session = self._session or self._open()
-        key = (phases.get("connect"), phases.get("read"))
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            import aiohttp
-
-            timeout = self._timeouts[key] = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1])
+        timeout = _client_timeout(phases.get("connect"), phases.get("read"))
         proxy, proxy_headers = self._proxy_for(request.url)
         headers = request.headers.multi_items()
         upload = None

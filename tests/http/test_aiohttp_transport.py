@@ -334,6 +334,45 @@ def test_https_tunnels_through_the_given_proxy_and_a_refused_login_hides_the_pas
     assert not any(PROXY_PASSWORD in text or quote(PROXY_PASSWORD, safe="") in text for text in shown), shown
 
 
+# -- bodies that came with the headers -------------------------------------------------------------
+
+
+def test_an_answer_whose_body_came_with_its_headers_frees_its_pool_slot_at_once(no_proxy_environment):
+    """Most API answers fit in the first packets: their body is taken at once and their
+    connection given back, so an answer its caller never closes holds no pool slot."""
+    body = b'{"ok": true}'
+
+    async def go() -> list[bytes]:
+        with recording(http_response(200, body)) as (url, _):
+            async with AiohttpTransport(limits=httpx.Limits(max_connections=1)) as transport:
+                answers = []
+                for _ in range(2):  # the second waited for the first's slot: PoolTimeout before
+                    request = httpx.Request("GET", url, extensions={"timeout": timeouts(pool=0.5)})
+                    answers.append(await transport.handle_async_request(request))
+                return [await answer.aread() for answer in answers]
+
+    assert asyncio.run(go()) == [body, body]
+
+
+def test_the_timeouts_of_calls_near_their_deadline_are_not_all_kept(no_proxy_environment):
+    """Near its overall deadline a call's read timeout is the time it has left: one value per
+    call. aiohttp's timeout objects for them are cached, but not without bound."""
+    from airflow_provider_packly._http import aiohttp_transport
+
+    async def go() -> None:
+        with recording() as (url, _):
+            async with AiohttpTransport() as transport:
+                for left in range(100):
+                    phases = timeouts(read=1 + left / 1000)
+                    response = await transport.handle_async_request(
+                        httpx.Request("GET", url, extensions={"timeout": phases})
+                    )
+                    await response.aread()
+
+    asyncio.run(go())
+    assert aiohttp_transport._client_timeout.cache_info().currsize <= 64
+
+
 # -- closing ---------------------------------------------------------------------------------------
 
 
