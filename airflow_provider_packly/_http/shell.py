@@ -249,17 +249,7 @@ class PacklyHttp:
         def send_once(request: httpx.Request) -> httpx.Response:
             deadline.apply(request, client.timeout)
             response = _send_through(client.transport, request, auth)
-            bound_body(response, deadline)
-            try:
-                limit = _body_limit(response, body_limit)
-                if limit is not None:
-                    return read_limited(response, limit)
-                if not stream:
-                    response.read()
-                return response
-            except BaseException:
-                response.close()
-                raise
+            return _read(response, deadline, body_limit=body_limit, stream=stream)
 
         with deadline.active(), timed_request(request):
             try:
@@ -281,6 +271,11 @@ class PacklyHttp:
         async def send_once(request: httpx.Request) -> httpx.Response:
             deadline.apply(request, client.timeout)
             response = await _asend_through(client.transport, request, auth)
+            if not stream and isinstance(response.stream, httpx.ByteStream):
+                # The whole body is in memory (AiohttpTransport: it came with the headers), so
+                # nothing is left to await: the sync rule reads it, without async generators.
+                return _read(response, deadline, body_limit=body_limit, stream=False)
+            await acheck_compressed_end(response)
             bound_body(response, deadline, asynchronous=True)
             try:
                 limit = _body_limit(response, body_limit)
@@ -361,15 +356,31 @@ async def _asend_through(
 def _send_once(transport: httpx.BaseTransport, request: httpx.Request) -> httpx.Response:
     response = transport.handle_request(request)
     _received(request, response)
-    check_compressed_end(response)
     return response
 
 
 async def _asend_once(transport: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx.Response:
     response = await transport.handle_async_request(request)
     _received(request, response)
-    await acheck_compressed_end(response)
     return response
+
+
+def _read(response: httpx.Response, deadline: Deadline, *, body_limit: int | None, stream: bool) -> httpx.Response:
+    """``response`` with its body read as the call needs it (``_body_limit``; ``stream``: not
+    yet), its compressed end and the deadline checked as it is read. The one rule for a sync
+    body, and for an async one already in memory."""
+    check_compressed_end(response)
+    bound_body(response, deadline)
+    try:
+        limit = _body_limit(response, body_limit)
+        if limit is not None:
+            return read_limited(response, limit)
+        if not stream:
+            response.read()
+        return response
+    except BaseException:
+        response.close()
+        raise
 
 
 def _received(request: httpx.Request, response: httpx.Response) -> None:

@@ -61,6 +61,25 @@ async def test_truncated_gzip_fails_aget_dieline(make_connection):
     _assert_incomplete(caught.value)
 
 
+@pytest.mark.anyio
+async def test_a_small_truncated_gzip_answer_fails_arequest(make_connection):
+    """A body small enough to come with its headers is read from memory: still checked."""
+    cut = gzip_answer(b'{"request": {}, "response": []}', keep=0.9, content_type="application/json")
+    with loopback_server(_packly(cut)) as server:
+        async with PacklyHook(connection=_connection(make_connection, server.base_url)) as hook:
+            with pytest.raises(PacklyError) as caught:
+                await hook.arequest("GET", "/v1/reseller/orders")
+    _assert_incomplete(caught.value)
+
+
+@pytest.mark.anyio
+async def test_a_small_complete_gzip_answer_is_decoded_once_by_arequest(make_connection):
+    body = b'{"request": {}, "response": []}'
+    with loopback_server(_packly(gzip_answer(body, content_type="application/json"))) as server:
+        async with PacklyHook(connection=_connection(make_connection, server.base_url)) as hook:
+            assert (await hook.arequest("GET", "/v1/reseller/orders")).content == body
+
+
 def test_truncated_gzip_fails_inside_stream(make_connection):
     received = b""
     with (
