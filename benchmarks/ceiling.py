@@ -6,7 +6,8 @@ request with the same small JSON body as ``benchmarks.server``, keeping the conn
 It prints ``listening on http://127.0.0.1:PORT`` and serves until terminated.
 
 ``measure`` runs each raw async client available in the ``bench`` group (raw
-``httpx.AsyncClient`` and raw ``aiohttp.ClientSession``, each with a static bearer header) at
+``httpx.AsyncClient``, raw ``aiohttp.ClientSession`` and raw pyreqwest, each with a static
+bearer header) at
 the suite's concurrency against that raw server and against the benchmark server the
 contenders of section 2 use, interleaved round by round like every other comparison. Then:
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import socket
 import sys
 from typing import Any
@@ -110,8 +112,42 @@ class _RawHttpxStatic(RawAsyncHttpx):
         )
 
 
+class RawPyreqwest(AsyncContender):
+    """pyreqwest's own API (a Rust HTTP engine), the fastest raw client issue 12 measured."""
+
+    name = "raw-pyreqwest"
+    label = "raw pyreqwest Client (Rust), static Bearer header"
+
+    def __init__(self, target: Target, token: str | None = None) -> None:
+        self.target = target
+        self.token = token
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return None if importlib.util.find_spec("pyreqwest") is not None else "pyreqwest is not installed"
+
+    async def open(self) -> None:
+        from pyreqwest.client import ClientBuilder
+
+        token = self.token or await asyncio.to_thread(self.target.static_token)
+        self.url = self.target.base_url + API_PATH
+        self.client = ClientBuilder().default_headers({"Authorization": f"Bearer {token}"}).build()
+
+    async def call(self) -> None:
+        response = await self.client.get(self.url).build().send()
+        await response.bytes()
+        if response.status != 200:
+            raise RuntimeError(f"unexpected HTTP {response.status}")
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
 def _clients(target: Target, token: str) -> list[AsyncContender]:
-    return [_RawHttpxStatic(target, token), RawAiohttp(target, token)]
+    clients: list[AsyncContender] = [_RawHttpxStatic(target, token), RawAiohttp(target, token)]
+    if RawPyreqwest.unavailable() is None:
+        clients.append(RawPyreqwest(target, token))
+    return clients
 
 
 def measure(bench: Server, *, calls: int, rounds: int, concurrency: int) -> dict[str, Any]:

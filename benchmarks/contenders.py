@@ -490,6 +490,28 @@ class AsyncPacklyHttpxTransport(AsyncPackly):
         await self.hook.aget_token()
 
 
+class AsyncPacklyPyreqwest(AsyncPackly):
+    """PacklyHook over pyreqwest's own httpx transport: a Rust HTTP engine under the same httpx
+    edges. Against ``packly-hook-async`` it tells whether an engine faster than aiohttp would
+    close goal 1 (not a transport the provider offers: its errors are not held to the contract)."""
+
+    name = "packly-hook-pyreqwest"
+    label = "PacklyHook.arequest with async_transport=pyreqwest's HttpxTransport (a Rust engine)"
+    in_process_unavailable = "needs a real socket"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return None if importlib.util.find_spec("pyreqwest") is not None else "pyreqwest is not installed"
+
+    async def open(self) -> None:
+        from pyreqwest.compatibility.httpx import HttpxTransport
+
+        from airflow_provider_packly.hooks.packly import PacklyHook
+
+        self.hook = PacklyHook(PACKLY_CONN_ID, async_transport=HttpxTransport())
+        await self.hook.aget_token()
+
+
 #: The provider's own aiohttp-backed transport (issue 12); absent from older versions.
 PROVIDER_AIOHTTP_TRANSPORT = "airflow_provider_packly._http.aiohttp_transport"
 

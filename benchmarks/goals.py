@@ -39,6 +39,7 @@ from benchmarks.contenders import (
     AsyncPacklyAiohttp,
     AsyncPacklyHttpxTransport,
     AsyncPacklyProviderAiohttp,
+    AsyncPacklyPyreqwest,
     RawAsyncHttpx,
     RawProviderTransport,
     Target,
@@ -53,6 +54,7 @@ GOAL1_CONTENDERS: list[type[AsyncContender]] = [
     RawProviderTransport,
     AsyncPacklyHttpxTransport,
     AsyncPacklyAiohttp,
+    AsyncPacklyPyreqwest,
     RawAsyncHttpx,
 ]
 OURS = AsyncPackly.name

@@ -188,7 +188,10 @@ TRANSPORT_CHOICE = [
         "compressed-body check and the metrics. These run above the transport, so no transport removes "
         "them; section 1's breakdown times the hook's own pieces in process. Goal 1's "
         "`raw-provider-transport` row is the transport alone (an `httpx.Request` in, the `httpx.Response` "
-        "read, no hook): the hook's time over that row is what these guarantees cost per call."
+        "read, no hook): the hook's time over that row is what these guarantees cost per call. "
+        "`packly-hook-pyreqwest` is the same hook over pyreqwest's own httpx transport, a Rust HTTP engine "
+        "(measured raw in section 2's 'The limit'): its time against `packly-hook-async` shows "
+        "what an engine faster than aiohttp gives under the same edges and guarantees."
     ),
 ]
 
