@@ -596,7 +596,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     add("## How to reproduce")
     add("")
     add("```bash")
-    add("./dev bench            # syncs .venv with the bench group, runs the full suite (about 5-8 minutes)")
+    add("./dev bench            # syncs .venv with the bench group, runs the full suite (11 to 14 minutes here)")
     add("./dev bench --quick    # a smoke run in seconds (numbers not meaningful)")
     add("./dev bench --tiny     # the smallest run through every benchmark: what the test suite runs")
     add("python -m benchmarks.goals [--quick]  # in .venv: only issue 12's goals 1, 3 and 4 (a few minutes)")
