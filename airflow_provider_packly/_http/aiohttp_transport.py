@@ -23,11 +23,12 @@ import asyncio
 import base64
 import contextvars
 import functools
+import math
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import httpx
 
 if TYPE_CHECKING:
@@ -39,16 +40,6 @@ __all__ = ["AiohttpTransport"]
 CHUNK = 64 << 10
 #: Headers aiohttp adds when a request lacks them: only what httpx's request carries is sent.
 SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-
-
-def _timeout(delay: float | None) -> Any:
-    """``asyncio.timeout`` (3.11+) or aiohttp's ``async_timeout`` (3.10): both reschedulable."""
-    if sys.version_info >= (3, 11):
-        return asyncio.timeout(delay)
-    else:  # pragma: no cover - Python 3.10 only
-        import async_timeout  # type: ignore[import-not-found,unused-ignore]
-
-        return async_timeout.timeout(delay)
 
 
 #: The upload of the request being sent, seen by its body-writing task (a copy of the context).
@@ -241,9 +232,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._slots is not None:
             if self._slots.locked():
                 try:
-                    async with _timeout(phases.get("pool")):
+                    with anyio.fail_after(phases.get("pool")):
                         await self._slots.acquire()
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise httpx.PoolTimeout(
                         "no connection became free within the pool timeout", request=request
                     ) from None
@@ -316,25 +307,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise failure
         token = _UPLOAD.set(upload)
         try:
-            async with _timeout(None) as deadline:
+            # A scope of this task: the body's writer (aiohttp's own task) moves its deadline.
+            with anyio.CancelScope() as deadline:
                 upload.deadline = deadline
                 response = await send()
                 upload.deadline = None  # answered first: the rest of the body goes without one
-        except asyncio.TimeoutError as exc:
-            # Only the write deadline raises a bare TimeoutError; aiohttp's are its own subclasses.
-            if upload.write is not None and upload.sending and type(exc) in (TimeoutError, asyncio.TimeoutError):
-                upload.abort()
-                failure = httpx.WriteTimeout(
-                    f"the server took none of the request body for {upload.write:g} s (the write timeout)",
-                    request=request,
-                )
-            else:
-                failure = _mapped(exc, request, sending=False)
         except Exception as exc:  # noqa: BLE001 - a transport raises httpx's errors only
             failure = _mapped(exc, request, sending=upload.sending)
         else:
-            return response
+            if not deadline.cancelled_caught:
+                return response
+            upload.abort()
+            failure = httpx.WriteTimeout(
+                f"the server took none of the request body for {upload.write:g} s (the write timeout)",
+                request=request,
+            )
         finally:
+            upload.deadline = None
             _UPLOAD.reset(token)
         raise failure
 
@@ -366,7 +355,7 @@ class _Upload:
     def __init__(self, request: httpx.Request, write: float | None) -> None:
         self.request = request
         self.write = write
-        self.deadline: Any = None
+        self.deadline: anyio.CancelScope | None = None
         self.sending = False
         self.transport: asyncio.Transport | None = None
 
@@ -387,10 +376,7 @@ class _Upload:
         self.sending = False
 
     def _push(self, when: float | None) -> None:
-        """Move the write deadline (``None``: none), unless it has already fired or the
-        answer came first (then the request is over, or no longer waits on the body)."""
+        """Move the write deadline (``None``: none), unless the answer came first (then the
+        request no longer waits on the body). One that has fired stays fired."""
         if self.deadline is not None:
-            try:
-                self.deadline.reschedule(when)
-            except RuntimeError:  # expired: the WriteTimeout is on its way
-                pass
+            self.deadline.deadline = math.inf if when is None else when
