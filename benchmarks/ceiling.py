@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import socket
 import sys
 from typing import Any
 
 from benchmarks._common import API_PATH, Server, Spread, atimed, collect_garbage, rotated, serve
-from benchmarks.contenders import AsyncContender, RawAsyncHttpx, Target, run_concurrently
+from benchmarks.contenders import AsyncContender, RawAsyncHttpx, Target, pyreqwest_unavailable, run_concurrently
 from benchmarks.server import API_BODY
 
 #: Every answer of the raw server: a keep-alive 200 with the benchmark server's JSON body.
@@ -72,20 +71,29 @@ def raw_server() -> contextlib.AbstractContextManager[Server]:
     return serve(["-m", "benchmarks.ceiling", "--port", "0"], "/")
 
 
-class RawAiohttp(AsyncContender):
-    name = "raw-aiohttp"
-    label = "raw aiohttp ClientSession, static Bearer header"
+class _RawStatic(AsyncContender):
+    """A raw client sending a static bearer token: the given one (the raw server issues none),
+    else one fetched from the benchmark server."""
 
     def __init__(self, target: Target, token: str | None = None) -> None:
         self.target = target
         self.token = token
 
+    async def _authorization(self) -> dict[str, str]:
+        """The ``Authorization`` header; sets ``self.url``, the API path to call."""
+        token = self.token or await asyncio.to_thread(self.target.static_token)
+        self.url = self.target.base_url + API_PATH
+        return {"Authorization": f"Bearer {token}"}
+
+
+class RawAiohttp(_RawStatic):
+    name = "raw-aiohttp"
+    label = "raw aiohttp ClientSession, static Bearer header"
+
     async def open(self) -> None:
         import aiohttp
 
-        token = self.token or await asyncio.to_thread(self.target.static_token)
-        self.url = self.target.base_url + API_PATH
-        self.session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"})
+        self.session = aiohttp.ClientSession(headers=await self._authorization())
 
     async def call(self) -> None:
         async with self.session.get(self.url) as response:
@@ -112,26 +120,20 @@ class _RawHttpxStatic(RawAsyncHttpx):
         )
 
 
-class RawPyreqwest(AsyncContender):
+class RawPyreqwest(_RawStatic):
     """pyreqwest's own API (a Rust HTTP engine), the fastest raw client issue 12 measured."""
 
     name = "raw-pyreqwest"
     label = "raw pyreqwest Client (Rust), static Bearer header"
 
-    def __init__(self, target: Target, token: str | None = None) -> None:
-        self.target = target
-        self.token = token
-
     @classmethod
     def unavailable(cls) -> str | None:
-        return None if importlib.util.find_spec("pyreqwest") is not None else "pyreqwest is not installed"
+        return pyreqwest_unavailable()
 
     async def open(self) -> None:
         from pyreqwest.client import ClientBuilder
 
-        token = self.token or await asyncio.to_thread(self.target.static_token)
-        self.url = self.target.base_url + API_PATH
-        self.client = ClientBuilder().default_headers({"Authorization": f"Bearer {token}"}).build()
+        self.client = ClientBuilder().default_headers(await self._authorization()).build()
 
     async def call(self) -> None:
         response = await self.client.get(self.url).build().send()

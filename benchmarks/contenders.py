@@ -490,6 +490,11 @@ class AsyncPacklyHttpxTransport(AsyncPackly):
         await self.hook.aget_token()
 
 
+def pyreqwest_unavailable() -> str | None:
+    """Why pyreqwest's contenders cannot run here (the bench group has it on Python 3.11+ only)."""
+    return None if importlib.util.find_spec("pyreqwest") is not None else "pyreqwest is not installed"
+
+
 class AsyncPacklyPyreqwest(AsyncPackly):
     """PacklyHook over pyreqwest's own httpx transport: a Rust HTTP engine under the same httpx
     edges. Against ``packly-hook-async`` it tells whether an engine faster than aiohttp would
@@ -501,7 +506,7 @@ class AsyncPacklyPyreqwest(AsyncPackly):
 
     @classmethod
     def unavailable(cls) -> str | None:
-        return None if importlib.util.find_spec("pyreqwest") is not None else "pyreqwest is not installed"
+        return pyreqwest_unavailable()
 
     async def open(self) -> None:
         from pyreqwest.compatibility.httpx import HttpxTransport
