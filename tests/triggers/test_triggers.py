@@ -172,7 +172,9 @@ async def test_permanent_error_ends_with_error_event(mocker):
 async def test_still_waiting_at_the_deadline_yields_timeout_with_last_status(mocker):
     fake = FakePackly(page(order("ORD-0001", "paid")))
     use_fake(mocker, fake)
-    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=0.3)).isoformat()
+    # Long enough for the first poll to finish on a loaded machine (0.3 s was not, in CI):
+    # a poll cut by the deadline rightly reports no status.
+    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1.5)).isoformat()
     events = await collect(order_trigger(deadline=soon, poll_interval=0.05))
     assert [e["status"] for e in events] == ["timeout"]
     assert events[0]["order_status"] == "paid"
