@@ -14,7 +14,11 @@ the rounds. The other rows re-measure issue 12's table: raw aiohttp (the baselin
 async path before issue 12), PacklyHook over ``httpx-aiohttp``, and PacklyHook given the
 provider's own ``AiohttpTransport`` explicitly (reported as unavailable where the provider has
 none), and that transport alone, without the hook (the hook's time over it is what its per-call
-guarantees cost). ``PacklyHook(conn_id)`` with no transport is the hook as shipped: whatever its default is.
+guarantees cost). The two floor rows are raw aiohttp and raw pyreqwest with only an
+``httpx.Request`` and an ``httpx.Response`` built around each call: the least any ``arequest``
+returning an ``httpx.Response`` can cost over that engine (``ceiling._HttpxEdges``); the goal
+rows read them against ``HttpAsyncHook`` too. ``PacklyHook(conn_id)`` with no transport is the
+hook as shipped: whatever its default is.
 
 ``summary`` turns the results of a run into the goal rows: goal, what is measured, the measured
 value (median [min-max] where there are rounds), the target, and whether it is met.
@@ -31,7 +35,7 @@ import tempfile
 from typing import Any
 
 from benchmarks._common import Server, Spread
-from benchmarks.ceiling import RawAiohttp
+from benchmarks.ceiling import FloorAiohttp, FloorPyreqwest, RawAiohttp
 from benchmarks.contenders import (
     AirflowHttpAsyncHookSession,
     AsyncContender,
@@ -52,6 +56,8 @@ GOAL1_CONTENDERS: list[type[AsyncContender]] = [
     AsyncPackly,
     AsyncPacklyProviderAiohttp,
     RawProviderTransport,
+    FloorAiohttp,
+    FloorPyreqwest,
     AsyncPacklyHttpxTransport,
     AsyncPacklyAiohttp,
     AsyncPacklyPyreqwest,
@@ -60,6 +66,8 @@ GOAL1_CONTENDERS: list[type[AsyncContender]] = [
 OURS = AsyncPackly.name
 HTTPASYNCHOOK = AirflowHttpAsyncHookSession.name
 RAW_AIOHTTP = RawAiohttp.name
+#: What the public API alone costs over each engine (``ceiling._HttpxEdges``): goal 1's floor.
+FLOORS = {FloorAiohttp.name: "aiohttp", FloorPyreqwest.name: "pyreqwest"}
 
 #: The targets of issue 12.
 GOAL1_MAX_RATIO = 0.9
@@ -103,6 +111,10 @@ def measure_async(server: Server, *, levels: list[int], calls: int, rounds: int)
             warmup_calls=max(level, min(100, calls)),  # every coroutine's connection opened
         )
         by_level[str(level)] = comparison.as_dict(OURS)
+        if HTTPASYNCHOOK in comparison.seconds:
+            by_level[str(level)]["floors_vs_httpasynchook"] = {
+                name: comparison.versus(name, HTTPASYNCHOOK).as_dict() for name in FLOORS if name in comparison.seconds
+            }
     return {"levels": levels, "calls": calls, "rounds": rounds, "by_level": by_level}
 
 
@@ -163,6 +175,10 @@ def goal1_rows(goal1: dict[str, Any]) -> list[dict[str, Any]]:
         raw = comparison["versus_ours"].get(RAW_AIOHTTP)
         if raw:
             note += f"; {_spread(raw).text()} of raw aiohttp's time"
+        floors = comparison.get("floors_vs_httpasynchook", {})
+        if floors:
+            texts = [f"{FLOORS[name]} {_spread(floor).text()}" for name, floor in floors.items()]
+            note += f"; floor (httpx edges alone) vs `HttpAsyncHook`: {', '.join(texts)}"
         rows.append(
             _row("1", what, ratio, ratio.text(), f"<= {GOAL1_MAX_RATIO}x", _at_most(ratio, GOAL1_MAX_RATIO), note)
         )

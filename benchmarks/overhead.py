@@ -254,6 +254,18 @@ def breakdown(*, number: int, repeat: int) -> dict[str, Any]:
             "the retry loop around a send that succeeds",
             lambda: lambda: call(hook._shell(hook.get_conn()).retry_policy, lambda r: response, request),
         )
+        # What the public API alone costs (goal 1's floor rows, over loopback): the two httpx
+        # objects built around each call, the URL parsed once as the hook caches it.
+        url, headers = request.url, {"Authorization": "Bearer x"}
+        piece(
+            "building the httpx.Request (a parsed URL, one header)",
+            lambda: lambda: httpx.Request("GET", url, headers=headers),
+        )
+        raw_headers = response.headers.raw
+        piece(
+            "building the httpx.Response (status, headers, a small body)",
+            lambda: lambda: httpx.Response(200, headers=raw_headers, content=response.content, request=request),
+        )
     finally:
         raw.close()
         packly.close()

@@ -166,7 +166,7 @@ def test_the_server_ceiling_and_the_fastest_raw_client_are_measured(quick_run):
 
 
 def test_issue_12_goal_1_measures_every_row_at_every_concurrency(quick_run):
-    from benchmarks.goals import GOAL1_CONTENDERS, HTTPASYNCHOOK, OURS
+    from benchmarks.goals import FLOORS, GOAL1_CONTENDERS, HTTPASYNCHOOK, OURS
 
     _, results = quick_run
     goal1 = results["goal1"]
@@ -188,6 +188,9 @@ def test_issue_12_goal_1_measures_every_row_at_every_concurrency(quick_run):
                 assert _finite_positive(comparison["versus_ours"][name][stat]), (name, stat)
         assert comparison["baseline"] == "raw-aiohttp"
         assert OURS in rows and HTTPASYNCHOOK in rows
+        floors = comparison["floors_vs_httpasynchook"]
+        assert set(floors) == set(FLOORS)
+        assert all(_finite_positive(floor["median"]) for floor in floors.values())
 
 
 def test_issue_12_sync_rows_include_urllib3(quick_run):

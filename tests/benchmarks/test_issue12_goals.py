@@ -122,6 +122,22 @@ def test_the_targets_are_read_as_issue_12_states_them():
     assert [row["met"] for row in sync] == [True, False]
 
 
+def test_goal_1_rows_read_each_floor_against_httpasynchook():
+    results = _results()
+    for comparison in results["goal1"]["by_level"].values():
+        comparison["floors_vs_httpasynchook"] = {
+            "floor-aiohttp-httpx-edges": _spread(0.98, 0.95, 1.01),
+            "floor-pyreqwest-httpx-edges": _spread(0.72, 0.7, 0.8),
+        }
+    notes = [row["note"] for row in _by_goal(goals.summary(results))["1"]]
+    assert notes and all(
+        "floor (httpx edges alone) vs `HttpAsyncHook`: aiohttp 0.98x [0.95-1.01], pyreqwest 0.72x [0.70-0.80]" in note
+        for note in notes
+    ), notes
+    # A run without the floor rows (an older results file) still reads.
+    assert all("floor" not in row["note"] for row in _by_goal(goals.summary(_results()))["1"])
+
+
 def test_the_triggerer_goal_reads_cpu_per_trigger_poll_lag_and_errors():
     results = _results()
     cpu, lag, errors = _by_goal(goals.summary(results))["2"]
