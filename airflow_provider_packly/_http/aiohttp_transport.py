@@ -25,6 +25,7 @@ import contextvars
 import functools
 import math
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -232,8 +233,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._slots is not None:
             if self._slots.locked():
                 try:
-                    with anyio.fail_after(phases.get("pool")):
-                        await self._slots.acquire()
+                    await _acquire_within(self._slots, phases.get("pool"))
                 except TimeoutError:
                     raise httpx.PoolTimeout(
                         "no connection became free within the pool timeout", request=request
@@ -345,6 +345,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # A connection dropped on an error closes its socket on the loop's next turn: let
             # it run, so that a loop ending right after this leaves no socket open.
             await asyncio.sleep(0)
+
+
+async def _acquire_within(slots: asyncio.Semaphore, seconds: float | None) -> None:
+    """Take a pool slot within ``seconds`` (``None``: however long it takes), else
+    ``TimeoutError``. asyncio's own timeout where there is one: at concurrency 200, where half
+    the calls wait for the pool, anyio's scope cost this transport about a tenth of its time."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            await slots.acquire()
+    else:
+        with anyio.fail_after(seconds):
+            await slots.acquire()
 
 
 class _Upload:
