@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -47,6 +48,9 @@ from airflow_provider_packly.tls import SSL_CONTEXTS, unverified_tls_warning
 __all__ = ["PacklyHttp", "retry_policy_for"]
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+#: asyncio has its own timeout context (Python 3.11+); ``_until`` uses it on asyncio.
+NATIVE_TIMEOUT = sys.version_info >= (3, 11)
 
 
 def retry_policy_for(connection: PacklyConnection) -> RetryPolicy:
@@ -85,6 +89,7 @@ class PacklyHttp:
         #: Closes ``_aclient`` when its event loop shuts down (see ``aclient``).
         self._aclient_closer: AsyncGenerator[None, None] | None = None
         self._warned = False
+        self._deadline_seconds = connection.request_deadline()
         forget_after_fork(self)
 
     # -- clients --------------------------------------------------------------------------------
@@ -288,18 +293,24 @@ class PacklyHttp:
                 await response.aclose()
                 raise
 
-        with deadline.active(), anyio.move_on_after(deadline.remaining()), timed_request(request):
-            try:
-                return await acall(self.retry_policy, send_once, request)
-            except httpx.HTTPError as exc:
-                raise self._packly_error(exc, request, deadline) from exc
-        raise deadline.error(request)  # cancelled at the deadline, wherever the call was
+        async def attempts() -> httpx.Response:
+            with timed_request(request):
+                try:
+                    return await acall(self.retry_policy, send_once, request)
+                except httpx.HTTPError as exc:
+                    raise self._packly_error(exc, request, deadline) from exc
+
+        with deadline.active():
+            response = await _until(deadline, attempts)
+        if response is None:
+            raise deadline.error(request)  # cancelled at the deadline, wherever the call was
+        return response
 
     def _start(self, request: httpx.Request) -> Deadline:
         """A send's start, sync and async alike: the User-Agent on every request (token requests
         are built without a client) and the call's overall deadline."""
         request.headers.setdefault("User-Agent", user_agent())
-        return Deadline.start(self.connection.request_deadline())
+        return Deadline.start(self._deadline_seconds)
 
     def _packly_error(self, exc: httpx.HTTPError, request: httpx.Request, deadline: Deadline) -> PacklyError:
         """The ``PacklyError`` for an httpx failure of ``request``: one rule for sync and async."""
@@ -308,6 +319,25 @@ class PacklyHttp:
                 return deadline.error(request)
             return transport_error(exc, request, proxy=self.connection.proxy_display)
         return body_error(exc, request)  # e.g. DecodingError: the body is not its Content-Encoding
+
+
+async def _until(deadline: Deadline, call: Callable[[], Awaitable[_T]]) -> _T | None:
+    """``await call()``, cancelled wherever it is when ``deadline`` passes (then ``None``).
+
+    On asyncio, asyncio's own timeout (Python 3.11+): an anyio scope finds its backend and
+    task on every call (py-spy: about 15% of an in-memory ``arequest``), anyio elsewhere.
+    """
+    if sys.version_info >= (3, 11) and NATIVE_TIMEOUT and asyncio._get_running_loop() is not None:
+        try:
+            async with asyncio.timeout(deadline.remaining()) as scope:
+                return await call()
+        except TimeoutError:
+            if scope.expired():
+                return None
+            raise
+    with anyio.move_on_after(deadline.remaining()):
+        return await call()
+    return None
 
 
 def _send_through(transport: httpx.BaseTransport, request: httpx.Request, auth: httpx.Auth | None) -> httpx.Response:
