@@ -77,7 +77,7 @@ def test_a_trickled_answer_arrives_whole():
 def test_an_endless_body_and_a_silent_server_stop_with_the_server():
     with (
         loopback_server(token_then(endless(every=0.01), token=silence())) as server,
-        httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(5, read=0.2)) as client,
+        httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(5, read=1.0)) as client,
     ):
         with client.stream("GET", "/v1/reseller/orders") as response:
             assert next(response.iter_raw()).startswith(b"[")

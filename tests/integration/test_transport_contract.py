@@ -369,10 +369,11 @@ SLOW_BODY = json.dumps({"response": [{"id": "ORD-1", "status": "paid"}]}).encode
 
 @each_transport
 def test_a_slow_body_never_idle_longer_than_the_read_timeout_succeeds(transport):
-    # 12 pieces 0.05 s apart: about 0.6 s in all, more than twice the 0.25 s read timeout.
-    with answering(trickled(SLOW_BODY, every=0.05)) as base_url:
-        raw = raw_request(transport, "GET", base_url + API, phases={"read": 0.25})
-        through_hook = hook_request(transport, connection(base_url, read_timeout=0.25), "GET", API)
+    # 12 pieces 0.1 s apart: about 1.2 s in all, more than the 1 s read timeout, which leaves a
+    # loaded machine 0.9 s of slack between pieces (the token request is under it too).
+    with answering(trickled(SLOW_BODY, every=0.1)) as base_url:
+        raw = raw_request(transport, "GET", base_url + API, phases={"read": 1.0})
+        through_hook = hook_request(transport, connection(base_url, read_timeout=1.0), "GET", API)
     assert raw.content == through_hook.content == SLOW_BODY
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import anyio
 import pytest
 
 from airflow_provider_packly.hooks.packly import PacklyHook
@@ -38,7 +39,7 @@ async def test_restart_keeps_the_deadline_and_sends_only_reads(monkeypatch):
                 }
             ),
         )
-        deadline = deadline_after(1.5)
+        deadline = deadline_after(4)
         first = PacklyOrderStatusTrigger(
             order_id="ORD-0001",
             condition={"kind": "order_status", "target_statuses": ["closed"], "failure_statuses": ["canceled"]},
@@ -47,7 +48,9 @@ async def test_restart_keeps_the_deadline_and_sends_only_reads(monkeypatch):
             poll_interval=0.2,
         )
         running = asyncio.ensure_future(first.run().__anext__())
-        await asyncio.sleep(0.7)  # a few polls, then the triggerer goes away
+        with anyio.fail_after(3):  # a few polls, then the triggerer goes away
+            while sandbox.state.api_requests.get("/v1/reseller/orders", 0) < 2:
+                await asyncio.sleep(0.02)
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running

@@ -51,7 +51,7 @@ def outcome(run: Callable[[], Any]) -> str:
 
 
 def order_sensor(**kwargs: Any) -> PacklyOrderStatusSensor:
-    return PacklyOrderStatusSensor(task_id="wait", order_id="ORD-0001", poke_interval=0.01, timeout=0.2, **kwargs)
+    return PacklyOrderStatusSensor(task_id="wait", order_id="ORD-0001", poke_interval=0.01, timeout=2, **kwargs)
 
 
 def trigger_event(answer) -> dict[str, Any]:

@@ -67,7 +67,7 @@ async def test_the_last_look_is_at_the_deadline(mocker):
     answers = iter([page(order("ORD-0001", "paid")), page(order("ORD-0001", "closed"))])
     fake = FakePackly(lambda request: next(answers))
     use_fake(mocker, fake)
-    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=0.2)).isoformat()
+    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1.5)).isoformat()
     events = await collect(order_trigger(deadline=soon, poll_interval=3600))  # no regular poll before it
     assert [e["status"] for e in events] == ["success"]
     assert len(fake.calls) == 2
@@ -81,7 +81,7 @@ async def test_a_poll_answered_before_the_deadline_but_done_after_it_is_followed
     answers = iter([page(order("ORD-0001", "paid")), page(order("ORD-0001", "closed"))])
     fake = FakePackly(lambda request: next(answers))
     use_fake(mocker, fake)
-    deadline = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+    deadline = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)
     evaluate = OrderCondition.evaluate
 
     def slow_first_look(condition: OrderCondition, found: dict) -> object:

@@ -219,7 +219,7 @@ async def test_wait_trigger_wakes_and_echoes_its_deadline():
 
 @pytest.mark.anyio
 async def test_wait_trigger_never_sleeps_past_the_deadline():
-    trigger = PacklyWaitTrigger.after(3600, deadline=deadline_after(0.05))
+    trigger = PacklyWaitTrigger.after(3600, deadline=deadline_after(1.0))
     assert trigger.wake_at == trigger.deadline
     events = await collect(trigger)
     assert [e["status"] for e in events] == ["success"]  # time to poke once more; the sensor then times out
