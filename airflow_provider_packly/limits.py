@@ -10,8 +10,9 @@ holds the two bounds the hook applies to every request, sync and async alike:
   every retry wait and the whole body) must end. The I/O shells give each attempt phase
   timeouts no longer than the time left, check the deadline between body chunks
   (``bound_body``: sync and async), and the async shell also cancels the call at the deadline
-  (``_http.shell._until``: asyncio's timeout, or anyio's off asyncio). A call made while another is in flight (the token request a call
-  needs) gets the earlier of its own deadline and its caller's (a context variable);
+  (``_http.shell._until``: asyncio's timeout, or anyio's off asyncio). A call made while
+  another is in flight (the token request a call needs) gets the earlier of its own deadline
+  and its caller's (a context variable);
 * ``read_limited``/``aread_limited``: read a body through httpx's incremental decoder and stop
   as soon as more than ``limit`` decoded bytes came (token responses and error bodies, whose
   useful part is small). Compressed bodies are fed to the decoder in small pieces, so one

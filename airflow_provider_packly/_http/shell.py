@@ -327,6 +327,7 @@ async def _until(deadline: Deadline, call: Callable[[], Awaitable[_T]]) -> _T | 
     On asyncio, asyncio's own timeout (Python 3.11+): an anyio scope finds its backend and
     task on every call (py-spy: about 15% of an in-memory ``arequest``), anyio elsewhere.
     """
+    # The version test again for mypy (checked for 3.10); NATIVE_TIMEOUT lets tests take either path.
     if sys.version_info >= (3, 11) and NATIVE_TIMEOUT and asyncio._get_running_loop() is not None:
         try:
             async with asyncio.timeout(deadline.remaining()) as scope:
