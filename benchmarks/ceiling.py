@@ -147,7 +147,7 @@ class RawPyreqwest(_RawStatic):
         await self.client.close()
 
 
-class _HttpxEdges:
+class _HttpxEdges(_RawStatic):
     """A raw client's call wrapped in the two httpx objects ``arequest`` must hand back: an
     ``httpx.Request`` (URL parsed once, as the hook caches it) and the ``httpx.Response`` built
     from the answer. Nothing else: no deadline, retries, token cache, bounded body or metrics.
@@ -156,13 +156,14 @@ class _HttpxEdges:
     engine: where it is above goal 1's 0.9x of ``HttpAsyncHook``, no implementation meets the
     goal at that concurrency while the public API stays httpx."""
 
-    url: str
     http_url: httpx.URL
     edge_headers: dict[str, str]
 
-    def _edges(self, headers: dict[str, str]) -> None:
+    async def _authorization(self) -> dict[str, str]:
+        """The raw client's header, kept for the ``httpx.Request`` too, with the URL parsed once."""
+        self.edge_headers = await super()._authorization()
         self.http_url = httpx.URL(self.url)
-        self.edge_headers = headers
+        return self.edge_headers
 
     def _response(self, status: int, headers: Any, body: bytes) -> httpx.Response:
         request = httpx.Request("GET", self.http_url, headers=self.edge_headers)
@@ -176,13 +177,6 @@ class FloorAiohttp(_HttpxEdges, RawAiohttp):
     name = "floor-aiohttp-httpx-edges"
     label = "floor: raw aiohttp with only an httpx.Request and httpx.Response built around each call"
 
-    async def open(self) -> None:
-        import aiohttp
-
-        headers = await self._authorization()
-        self._edges(headers)
-        self.session = aiohttp.ClientSession(headers=headers)
-
     async def call(self) -> None:
         async with self.session.get(self.url) as response:
             self._response(response.status, response.raw_headers, await response.read())
@@ -191,13 +185,6 @@ class FloorAiohttp(_HttpxEdges, RawAiohttp):
 class FloorPyreqwest(_HttpxEdges, RawPyreqwest):
     name = "floor-pyreqwest-httpx-edges"
     label = "floor: raw pyreqwest with only an httpx.Request and httpx.Response built around each call"
-
-    async def open(self) -> None:
-        from pyreqwest.client import ClientBuilder
-
-        headers = await self._authorization()
-        self._edges(headers)
-        self.client = ClientBuilder().default_headers(headers).build()
 
     async def call(self) -> None:
         response = await self.client.get(self.url).build().send()

@@ -25,12 +25,13 @@ import contextvars
 import functools
 import math
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
+
+from airflow_provider_packly.limits import cancel_after
 
 if TYPE_CHECKING:
     import aiohttp
@@ -232,12 +233,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         phases = request.extensions.get("timeout") or {}
         if self._slots is not None:
             if self._slots.locked():
-                try:
-                    await _acquire_within(self._slots, phases.get("pool"))
-                except TimeoutError:
-                    raise httpx.PoolTimeout(
-                        "no connection became free within the pool timeout", request=request
-                    ) from None
+                if await cancel_after(phases.get("pool"), self._slots.acquire) is None:
+                    raise httpx.PoolTimeout("no connection became free within the pool timeout", request=request)
             else:
                 await self._slots.acquire()
         try:
@@ -345,18 +342,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # A connection dropped on an error closes its socket on the loop's next turn: let
             # it run, so that a loop ending right after this leaves no socket open.
             await asyncio.sleep(0)
-
-
-async def _acquire_within(slots: asyncio.Semaphore, seconds: float | None) -> None:
-    """Take a pool slot within ``seconds`` (``None``: however long it takes), else
-    ``TimeoutError``. asyncio's own timeout where there is one: at concurrency 200, where half
-    the calls wait for the pool, anyio's scope cost this transport about a tenth of its time."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            await slots.acquire()
-    else:
-        with anyio.fail_after(seconds):
-            await slots.acquire()
 
 
 class _Upload:

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator
+from typing import Any
 
-import anyio
 import httpx
 
 from airflow_provider_packly._http.clients import (
@@ -40,7 +38,14 @@ from airflow_provider_packly.compressed import acheck_compressed_end, check_comp
 from airflow_provider_packly.connection import PacklyConnection
 from airflow_provider_packly.core.tokens import MAX_TOKEN_RESPONSE_BYTES
 from airflow_provider_packly.exceptions import PacklyError, body_error, transport_error
-from airflow_provider_packly.limits import MAX_ERROR_BODY_BYTES, Deadline, aread_limited, bound_body, read_limited
+from airflow_provider_packly.limits import (
+    MAX_ERROR_BODY_BYTES,
+    Deadline,
+    aread_limited,
+    bound_body,
+    cancel_after,
+    read_limited,
+)
 from airflow_provider_packly.metrics import timed_request
 from airflow_provider_packly.retries import RetryPolicy
 from airflow_provider_packly.tls import SSL_CONTEXTS, unverified_tls_warning
@@ -48,9 +53,6 @@ from airflow_provider_packly.tls import SSL_CONTEXTS, unverified_tls_warning
 __all__ = ["PacklyHttp", "retry_policy_for"]
 
 _log = logging.getLogger(__name__)
-_T = TypeVar("_T")
-#: asyncio has its own timeout context (Python 3.11+); ``_until`` uses it on asyncio.
-NATIVE_TIMEOUT = sys.version_info >= (3, 11)
 
 
 def retry_policy_for(connection: PacklyConnection) -> RetryPolicy:
@@ -301,7 +303,7 @@ class PacklyHttp:
                     raise self._packly_error(exc, request, deadline) from exc
 
         with deadline.active():
-            response = await _until(deadline, attempts)
+            response = await cancel_after(deadline.remaining(), attempts)
         if response is None:
             raise deadline.error(request)  # cancelled at the deadline, wherever the call was
         return response
@@ -319,26 +321,6 @@ class PacklyHttp:
                 return deadline.error(request)
             return transport_error(exc, request, proxy=self.connection.proxy_display)
         return body_error(exc, request)  # e.g. DecodingError: the body is not its Content-Encoding
-
-
-async def _until(deadline: Deadline, call: Callable[[], Awaitable[_T]]) -> _T | None:
-    """``await call()``, cancelled wherever it is when ``deadline`` passes (then ``None``).
-
-    On asyncio, asyncio's own timeout (Python 3.11+): an anyio scope finds its backend and
-    task on every call (py-spy: about 15% of an in-memory ``arequest``), anyio elsewhere.
-    """
-    # The version test again for mypy (checked for 3.10); NATIVE_TIMEOUT lets tests take either path.
-    if sys.version_info >= (3, 11) and NATIVE_TIMEOUT and asyncio._get_running_loop() is not None:
-        try:
-            async with asyncio.timeout(deadline.remaining()) as scope:
-                return await call()
-        except TimeoutError:
-            if scope.expired():
-                return None
-            raise
-    with anyio.move_on_after(deadline.remaining()):
-        return await call()
-    return None
 
 
 def _send_through(transport: httpx.BaseTransport, request: httpx.Request, auth: httpx.Auth | None) -> httpx.Response:

@@ -1,4 +1,5 @@
-"""``_http.shell._until``: the overall deadline of an async call, on both of its paths.
+"""``limits.cancel_after``: the overall deadline of an async call and the transport's wait for a
+pool slot, on both of its paths.
 
 On asyncio (Python 3.11+) it is asyncio's own timeout, else an anyio scope; both must cut the
 call wherever it is, hand back what a call in time returns, and never take a ``TimeoutError``
@@ -13,8 +14,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from airflow_provider_packly._http import shell
-from airflow_provider_packly.limits import Deadline
+from airflow_provider_packly import limits
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +30,7 @@ PATHS = [
 
 @pytest.fixture(params=PATHS)
 def native(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    monkeypatch.setattr(shell, "NATIVE_TIMEOUT", request.param)
+    monkeypatch.setattr(limits, "NATIVE_TIMEOUT", request.param)
     return bool(request.param)
 
 
@@ -39,7 +39,7 @@ async def test_a_call_in_time_gives_its_result(native: bool) -> None:
         await anyio.lowlevel.checkpoint()
         return "answer"
 
-    assert await shell._until(Deadline.start(5.0), answer) == "answer"
+    assert await limits.cancel_after(5.0, answer) == "answer"
 
 
 async def test_a_call_past_the_deadline_is_cut_where_it_waits(native: bool) -> None:
@@ -51,7 +51,7 @@ async def test_a_call_past_the_deadline_is_cut_where_it_waits(native: bool) -> N
         return "late"
 
     with anyio.fail_after(10):  # the test's own guard: the deadline below must come first
-        assert await shell._until(Deadline.start(0.05), stuck) is None
+        assert await limits.cancel_after(0.05, stuck) is None
     assert reached == []
 
 
@@ -61,7 +61,7 @@ async def test_a_timeout_error_of_the_call_itself_is_not_the_deadline(native: bo
         raise TimeoutError("a wait of the call's own")
 
     with pytest.raises(TimeoutError, match="a wait of the call's own"):
-        await shell._until(Deadline.start(5.0), own_timeout)
+        await limits.cancel_after(5.0, own_timeout)
 
 
 async def test_a_call_that_ends_with_its_own_error_raises_it(native: bool) -> None:
@@ -69,4 +69,4 @@ async def test_a_call_that_ends_with_its_own_error_raises_it(native: bool) -> No
         raise ValueError("the call's own failure")
 
     with pytest.raises(ValueError, match="the call's own failure"):
-        await shell._until(Deadline.start(5.0), broken)
+        await limits.cancel_after(5.0, broken)
